@@ -1,0 +1,58 @@
+"""torchcheck_mixin: unittest assertions that catch the PyTorch model bugs that raise no error.
+
+A layer whose weights never update, an output that silently turned float64, a batch dimension
+merged away by a wrong ``view``, a loss that is negative or not a scalar, a loader that yields
+the wrong shapes: the code runs and the model quietly learns less. These assertions turn such
+checks into ordinary unittest failures::
+
+    import unittest, torch
+    from torchcheck_mixin import ModelTestCase
+
+    class TestMLP(ModelTestCase):
+        def test_model(self):
+            model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+            x = torch.randn(16, 4)
+            self.assertForwardShape(model, x, ("B", 2))
+            self.assertParametersUpdated(model, x)
+
+The engine (``check_*`` functions returning result objects) works without unittest.
+"""
+
+from .assertions import ModelAssertionsMixin, ModelTestCase, StaleAllowanceWarning
+from .batches import check_batch_shape
+from .dtypes import check_dtype
+from .forward import check_forward_shape
+from .loss import check_loss_scalar_non_negative
+from .results import (
+    BatchShapeResult,
+    DtypeResult,
+    ForwardShapeResult,
+    LossResult,
+    ParameterRecord,
+    ParameterSummary,
+    ParameterUpdateReport,
+)
+from .summary import parameter_summary
+from .updates import check_parameters_updated
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ModelAssertionsMixin",
+    "ModelTestCase",
+    "StaleAllowanceWarning",
+    "check_batch_shape",
+    "check_dtype",
+    "check_forward_shape",
+    "check_loss_scalar_non_negative",
+    "check_parameters_updated",
+    "parameter_summary",
+    "BatchShapeResult",
+    "DtypeResult",
+    "ForwardShapeResult",
+    "LossResult",
+    "ParameterRecord",
+    "ParameterSummary",
+    "ParameterUpdateReport",
+    "__version__",
+]

@@ -1,0 +1,142 @@
+"""The unittest layer: ``ModelAssertionsMixin`` and ``ModelTestCase``.
+
+Each assertion is three steps: run the engine check (which raises ``TypeError``/``ValueError`` on
+misuse), and if the result did not pass, build the text in ``messages`` and fail through
+``self.fail(self._formatMessage(msg, text))``, exactly like unittest's own asserts, so ``msg``,
+``longMessage`` and a custom ``failureException`` behave as users expect.
+
+This module sets ``__unittest = True``: unittest and pytest drop its frames from tracebacks, so
+a failure ends at the line of the test that called the assertion.
+
+The mixin has no ``__init__``, no ``setUp``, no metaclass and no state; it works mixed into any
+``unittest.TestCase`` subclass, in either base order::
+
+    class MyTests(ModelAssertionsMixin, MyProjectTestCase):
+        def test_head(self):
+            self.assertForwardShape(model, x, ("B", 10))
+"""
+
+import unittest
+import warnings
+from typing import Any, Callable, Optional
+
+import torch
+from torch import nn
+
+from . import calling, messages
+from .batches import check_batch_shape
+from .dtypes import check_dtype
+from .forward import match_output, run_forward
+from .loss import check_loss_scalar_non_negative
+from .results import BatchShapeResult, ParameterUpdateReport
+from .shapes import parse_spec
+from .summary import parameter_summary
+from .updates import check_parameters_updated
+
+__unittest = True
+
+
+class StaleAllowanceWarning(UserWarning):
+    """An ``allow_not_updated`` entry whose parameters all updated: the allowance can go."""
+
+
+class ModelAssertionsMixin:
+    """unittest assertions for PyTorch models; mix into any ``unittest.TestCase``."""
+
+    def _torchcheck_fail(self, msg: Any, text: str) -> None:
+        self.fail(self._formatMessage(msg, text))  # type: ignore[attr-defined]
+
+    def assertForwardShape(self, model: nn.Module, inputs: Any, expected_shape: Any, msg: Any = None, *,
+                           train: bool = False) -> Any:
+        """Run ``model`` once (no graph, eval mode unless ``train=True``) and check the output shape.
+
+        ``expected_shape`` is a shape spec (see ``torchcheck_mixin.shapes``): ints, ``None`` for
+        any size, names such as ``"B"`` that must agree wherever they appear, ``...``; or a
+        tuple/list/dict of such shapes for structured outputs. Returns the output.
+
+        >>> out = self.assertForwardShape(model, torch.randn(8, 3), ("B", 10))
+        """
+        parse_spec(expected_shape, "expected_shape")
+        output = run_forward(model, inputs, train=train)
+        name = calling.model_name(calling.unwrap(model)[0])
+        result = match_output(output, expected_shape, model=name, inputs=inputs, train=train)
+        if not result.passed:
+            self._torchcheck_fail(msg, messages.describe_forward_shape(result))
+        return output
+
+    def assertDtype(self, value: Any, expected_dtype: Any, msg: Any = None) -> None:
+        """Every tensor (``torch.dtype``) or numpy array (numpy dtype) leaf of ``value`` has the dtype.
+
+        >>> self.assertDtype(model(x), torch.float32)
+        """
+        result = check_dtype(value, expected_dtype)
+        if not result.passed:
+            self._torchcheck_fail(msg, messages.describe_dtype(result))
+
+    def assertParametersUpdated(
+        self,
+        model: nn.Module,
+        inputs: Any,
+        target: Any = None,
+        *,
+        mode: str = "gradient",
+        loss_fn: Optional[Callable] = None,
+        optimizer: Optional[torch.optim.Optimizer] = None,
+        allow_not_updated: Any = (),
+        expect_frozen: Any = (),
+        seed: int = 0,
+        trials: int = 1,
+        atol: float = 0.0,
+        train: bool = True,
+        msg: Any = None,
+    ) -> ParameterUpdateReport:
+        """Every trainable parameter is updated by one training-like pass; returns the report.
+
+        ``mode="gradient"``: one forward/backward, updated = non-zero finite gradient (no weight
+        copy). ``mode="snapshot"``: one real optimizer step on copies (``optimizer`` or a private
+        SGD), updated = value changed. ``mode="both"``: both views. Parameters that legitimately
+        stay unused for these inputs go in ``allow_not_updated``; deliberately frozen ones in
+        ``expect_frozen``. See ``check_parameters_updated`` for every argument.
+
+        >>> self.assertParametersUpdated(model, x, y, allow_not_updated=["cat_branch"])
+        """
+        report = check_parameters_updated(
+            model, inputs, target, mode=mode, loss_fn=loss_fn, optimizer=optimizer,
+            allow_not_updated=allow_not_updated, expect_frozen=expect_frozen, seed=seed,
+            trials=trials, atol=atol, train=train,
+        )
+        if not report.passed:
+            # torchinfo's figures only where a failure message shows them.
+            summary = parameter_summary(model) if report.records else None
+            self._torchcheck_fail(msg, messages.describe_update(report, summary))
+        if report.stale_allowances:
+            warnings.warn(messages.stale_warning(report), StaleAllowanceWarning, stacklevel=2)
+        return report
+
+    def assertLossScalarNonNegative(self, loss: Any, msg: Any = None, *, atol: float = 0.0) -> None:
+        """``loss`` is a 0-d real floating tensor (or a real number), finite and ``>= -atol``.
+
+        >>> self.assertLossScalarNonNegative(criterion(model(x), y))
+        """
+        result = check_loss_scalar_non_negative(loss, atol=atol)
+        if not result.passed:
+            self._torchcheck_fail(msg, messages.describe_loss(result))
+
+    def assertBatchShape(self, batch_or_loader: Any, expected_shape: Any, *, dtype: Any = None,
+                         max_batches: Optional[int] = None, msg: Any = None) -> BatchShapeResult:
+        """One batch, or each batch of a loader, matches ``expected_shape`` (and ``dtype``).
+
+        Named dimensions bind per batch, so ``("B", 3, 32, 32)`` accepts a partial last batch.
+        A sized loader is read fully, or with ``max_batches=k`` its first ``k - 1`` batches and
+        its last one; an unsized iterable at most ``max_batches`` (default 32) batches.
+
+        >>> self.assertBatchShape(loader, (("B", 3, 32, 32), ("B",)), dtype=(torch.float32, torch.int64))
+        """
+        result = check_batch_shape(batch_or_loader, expected_shape, dtype=dtype, max_batches=max_batches)
+        if not result.passed:
+            self._torchcheck_fail(msg, messages.describe_batch(result))
+        return result
+
+
+class ModelTestCase(ModelAssertionsMixin, unittest.TestCase):
+    """A ``unittest.TestCase`` with the model assertions."""

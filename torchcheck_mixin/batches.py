@@ -1,0 +1,224 @@
+"""Batch checks: the shapes and dtypes of what a data pipeline yields.
+
+``check_batch_shape`` takes one batch (a tensor, array, tuple, list or dict: what a loader
+yields) or an iterable of batches (a ``DataLoader``, a generator, any other iterable; to check a
+Python list of batches pass ``iter(batches)``). The spec mirrors the batch structure, as in
+``shapes``. Named dimensions bind *per batch*, so ``("B", 3, 32, 32)`` accepts a shorter last
+batch while ``(64, 3, 32, 32)`` does not.
+
+Which batches are read:
+
+* a sized loader (``len()`` works): every batch, or with ``max_batches=k`` the first ``k - 1``
+  and always the **last** one, since that is where partial batches appear. For a map-style
+  ``DataLoader`` the last batch is built straight from its batch sampler's last indices, so a huge
+  loader is not iterated end to end; other sized iterables are run to the end;
+* an unsized iterable (a generator, an ``IterableDataset`` loader): at most ``max_batches``, by
+  default ``DEFAULT_UNSIZED_CAP`` (32), so an infinite stream always ends.
+
+Zero batches fail the check: a loader that yields nothing is a bug, not a pass. Iterating a
+loader draws from the global RNG (its base seed, the shuffling permutation): the RNG is restored
+afterwards; the iterator the check created is shut down, so worker processes stop. A generator or
+sampler state owned by the loader itself is advanced, as any iteration would.
+
+>>> loader = DataLoader(TensorDataset(torch.zeros(10, 3), torch.zeros(10)), batch_size=4)
+>>> check_batch_shape(loader, (("B", 3), ("B",))).checked_indices
+(0, 1, 2)
+"""
+
+import itertools
+from collections.abc import Iterable, Mapping
+from typing import Any, List, Optional, Tuple
+
+import numpy as np
+import torch
+
+from . import trees
+from .dtypes import normalize_dtype
+from .results import BatchMismatch, BatchShapeResult, ShapeMismatch
+from .shapes import format_spec, match, parse_spec
+from .state import rng_guard
+
+__unittest = True
+
+DEFAULT_UNSIZED_CAP = 32
+
+
+def is_single_batch(value: Any) -> bool:
+    return isinstance(value, (torch.Tensor, np.ndarray, tuple, list, Mapping))
+
+
+def _parse_dtype_spec(dtype: Any, _path: Tuple[Any, ...] = ()) -> Any:
+    if dtype is None and _path:
+        return None  # a None inside a structure: that leaf is not dtype-checked
+    if isinstance(dtype, Mapping):
+        return {k: _parse_dtype_spec(v, _path + (k,)) for k, v in dtype.items()}
+    if isinstance(dtype, (tuple, list)):
+        return type(dtype)(_parse_dtype_spec(v, _path + (i,)) for i, v in enumerate(dtype))
+    return normalize_dtype(dtype, "dtype" + trees.format_path(_path))
+
+
+def _dtype_mismatches(spec: Any, batch: Any, path=()) -> List[ShapeMismatch]:
+    """Compare leaf dtypes; structure problems are already reported by the shape match."""
+    if spec is None:
+        return []
+    if isinstance(spec, (torch.dtype, np.dtype)):
+        out = []
+        for sub, leaf in trees.leaves(batch):
+            actual = getattr(leaf, "dtype", None)
+            if actual is None:
+                continue
+            if isinstance(spec, np.dtype) and isinstance(leaf, torch.Tensor):
+                continue
+            if actual != spec:
+                out.append(ShapeMismatch(path + sub, "dtype", str(spec), tuple(getattr(leaf, "shape", ())),
+                                         detail=f"dtype {actual}, expected {spec}"))
+        return out
+    out = []
+    kids = dict(trees.children(batch))
+    items = spec.items() if isinstance(spec, Mapping) else enumerate(spec)
+    for key, sub_spec in items:
+        if key in kids:
+            out += _dtype_mismatches(sub_spec, kids[key], path + (key,))
+    return out
+
+
+def _last_batch_directly(loader: Any) -> Tuple[bool, Any]:
+    """Build a map-style DataLoader's last batch from its batch sampler, without iterating data."""
+    from torch.utils.data import DataLoader, IterableDataset
+    from torch.utils.data.sampler import BatchSampler, SequentialSampler
+
+    if not isinstance(loader, DataLoader) or isinstance(loader.dataset, IterableDataset):
+        return False, None
+    sampler = loader.batch_sampler
+    if sampler is None:
+        return False, None
+    if type(sampler) is BatchSampler and type(sampler.sampler) is SequentialSampler:
+        n = len(sampler.sampler)
+        size = sampler.batch_size
+        full, rem = divmod(n, size)
+        if rem and not sampler.drop_last:
+            indices = list(range(full * size, n))
+        elif full:
+            indices = list(range((full - 1) * size, full * size))
+        else:
+            return True, None
+    else:  # another sampler: walk its indices (cheap next to loading the samples)
+        indices = None
+        for indices in sampler:
+            pass
+        if indices is None:
+            return True, None
+    return True, loader.collate_fn([loader.dataset[i] for i in indices])
+
+
+def _close(iterator: Any, source: Any) -> None:
+    if iterator is source:
+        return  # the user's own iterator: not ours to close
+    shutdown = getattr(iterator, "_shutdown_workers", None)
+    if shutdown is not None:
+        shutdown()
+    close = getattr(iterator, "close", None)
+    if close is not None:
+        close()
+
+
+def check_batch_shape(batch_or_loader: Any, expected_shape: Any, *, dtype: Any = None,
+                      max_batches: Optional[int] = None) -> BatchShapeResult:
+    """Match one batch, or the batches of a loader, against ``expected_shape`` (and ``dtype``)."""
+    node = parse_spec(expected_shape, "expected_shape")
+    dtype_spec = _parse_dtype_spec(dtype) if dtype is not None else None
+    if max_batches is not None and (isinstance(max_batches, bool) or not isinstance(max_batches, int)):
+        raise TypeError(f"max_batches must be an int >= 1 or None, got {type(max_batches).__name__}")
+    if max_batches is not None and max_batches < 1:
+        raise ValueError(f"max_batches must be >= 1, got {max_batches}")
+    if batch_or_loader is None:
+        raise TypeError("batch_or_loader must be a batch (tensor, tuple, list, dict) or an iterable of batches, got None")
+
+    single = is_single_batch(batch_or_loader)
+    if not single and not isinstance(batch_or_loader, Iterable):
+        raise TypeError(
+            f"batch_or_loader must be a batch (tensor, tuple, list, dict) or an iterable of batches "
+            f"(DataLoader, generator), got {type(batch_or_loader).__name__}"
+        )
+    mismatches: List[BatchMismatch] = []
+    checked: List[int] = []
+    first_shapes: Tuple[Tuple[str, Any], ...] = ()
+
+    def inspect(index: int, batch: Any) -> None:
+        nonlocal first_shapes
+        result = match(node, batch, {})
+        found = list(result.mismatches)
+        if dtype_spec is not None:
+            found += _dtype_mismatches(dtype_spec, batch)
+        mismatches.extend(BatchMismatch(index, m) for m in found)
+        if not checked:
+            first_shapes = tuple(
+                (trees.format_path(p), tuple(getattr(leaf, "shape", ())) if hasattr(leaf, "shape") else None)
+                for p, leaf in trees.leaves(batch)
+            )
+        checked.append(index)
+
+    total: Optional[int] = None
+    cap: Optional[int] = None
+    last_checked = False
+    if single:
+        inspect(0, batch_or_loader)
+        last_checked = True
+    else:
+        try:
+            total = len(batch_or_loader)
+        except TypeError:
+            total = None
+        with rng_guard():
+            if total is None:
+                cap = max_batches or DEFAULT_UNSIZED_CAP
+                iterator = iter(batch_or_loader)
+                try:
+                    for index, batch in enumerate(itertools.islice(iterator, cap)):
+                        inspect(index, batch)
+                finally:
+                    _close(iterator, batch_or_loader)
+                if len(checked) < cap:
+                    cap = None  # it ended by itself
+            elif max_batches is None or max_batches >= total:
+                iterator = iter(batch_or_loader)
+                try:
+                    for index, batch in enumerate(itertools.islice(iterator, total)):
+                        inspect(index, batch)
+                finally:
+                    _close(iterator, batch_or_loader)
+                last_checked = len(checked) == total
+            else:
+                cap = max_batches
+                head = max_batches - 1
+                iterator = iter(batch_or_loader)
+                try:
+                    for index, batch in enumerate(itertools.islice(iterator, head)):
+                        inspect(index, batch)
+                    built, last = _last_batch_directly(batch_or_loader)
+                    if built:
+                        if last is not None:
+                            inspect(total - 1, last)
+                            last_checked = True
+                    else:  # run to the end, checking only the last batch
+                        last = None
+                        count = head
+                        for last in itertools.islice(iterator, total - head):
+                            count += 1
+                        if last is not None:
+                            inspect(count - 1, last)
+                            last_checked = True
+                finally:
+                    _close(iterator, batch_or_loader)
+    return BatchShapeResult(
+        spec=format_spec(expected_shape),
+        dtype_spec=(str(dtype) if isinstance(dtype, torch.dtype) else repr(dtype)) if dtype is not None else None,
+        batches_checked=len(checked),
+        checked_indices=tuple(checked),
+        total_batches=total,
+        cap=cap,
+        last_batch_checked=last_checked,
+        first_shapes=first_shapes,
+        mismatches=tuple(mismatches),
+        single_batch=single,
+    )

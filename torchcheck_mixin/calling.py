@@ -1,0 +1,151 @@
+"""How a check runs the user's model: argument validation, unwrapping, inputs, devices.
+
+Inputs convention, everywhere a model is run:
+
+* a ``Tensor`` means ``model(x)``;
+* a ``tuple`` or ``list`` means ``model(*inputs)``;
+* a ``dict`` (any Mapping) means ``model(**inputs)``;
+* a callable is called with a seeded ``torch.Generator`` and must return one of the above: this
+  is how a check draws fresh synthetic data for each of its ``trials``.
+
+Inputs (and targets) are moved to the model's device, recursively; tensors created under
+``torch.inference_mode()`` are cloned outside it, since autograd cannot save them for backward.
+Wrappers (``torch.compile``'s ``OptimizedModule``, ``DataParallel``,
+``DistributedDataParallel``) are unwrapped so that names carry no prefix and the check runs
+eagerly on the real module.
+"""
+
+from collections.abc import Mapping
+from typing import Any, Callable, Tuple
+
+import torch
+from torch import nn
+
+from . import trees
+
+__unittest = True
+
+_WRAPPER_ATTRS = (
+    ("OptimizedModule", "_orig_mod"),
+    ("DataParallel", "module"),
+    ("DistributedDataParallel", "module"),
+)
+
+
+def check_module(model: Any, argname: str = "model") -> nn.Module:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{argname} must be a torch.nn.Module, got {type(model).__name__}")
+    return model
+
+
+def unwrap(model: nn.Module) -> Tuple[nn.Module, Tuple[str, ...]]:
+    """Peel wrappers off, repeatedly: returns the real module and the wrapper class names."""
+    peeled = []
+    while True:
+        for cls_name, attr in _WRAPPER_ATTRS:
+            if type(model).__name__ == cls_name and isinstance(getattr(model, attr, None), nn.Module):
+                peeled.append(cls_name)
+                model = getattr(model, attr)
+                break
+        else:
+            return model, tuple(peeled)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the first parameter (or buffer); CPU for a module that holds neither."""
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+def model_name(model: nn.Module) -> str:
+    return type(model).__name__
+
+
+def check_inputs(inputs: Any, argname: str = "inputs") -> None:
+    if inputs is None:
+        raise TypeError(
+            f"{argname} must be a Tensor (model(x)), a tuple/list (model(*inputs)), a dict "
+            f"(model(**inputs)) or a callable taking a torch.Generator; got None"
+        )
+    if isinstance(inputs, (torch.Tensor, tuple, list, Mapping)) or callable(inputs):
+        return
+    raise TypeError(
+        f"{argname} must be a Tensor (model(x)), a tuple/list (model(*inputs)), a dict "
+        f"(model(**inputs)) or a callable taking a torch.Generator; got {type(inputs).__name__}"
+    )
+
+
+def resolve(value: Any, generator: torch.Generator, argname: str) -> Any:
+    """Call ``value`` with the generator when it is a data factory; else return it unchanged."""
+    if callable(value) and not isinstance(value, (torch.Tensor, nn.Module)):
+        value = value(generator)
+        if value is None:
+            raise TypeError(f"{argname}(generator) returned None; it must return the data")
+    return value
+
+
+def to_device(value: Any, device: torch.device) -> Any:
+    """Move every tensor to ``device``; clone inference tensors so autograd can use them."""
+
+    def move(t: torch.Tensor) -> torch.Tensor:
+        if t.is_inference():
+            with torch.inference_mode(False):
+                t = t.clone()
+        if t.device != device:
+            t = t.to(device)
+        return t
+
+    return trees.map_tensors(move, value)
+
+
+def call(model: nn.Module, inputs: Any) -> Any:
+    """Run ``model`` with the inputs convention above."""
+    if isinstance(inputs, torch.Tensor):
+        return model(inputs)
+    if isinstance(inputs, Mapping):
+        return model(**inputs)
+    if isinstance(inputs, (tuple, list)):
+        return model(*inputs)
+    raise TypeError(f"inputs must be a Tensor, tuple/list or dict, got {type(inputs).__name__}")
+
+
+def make_generator(seed: int, device: torch.device) -> torch.Generator:
+    gen = torch.Generator(device=device if device.type in ("cpu", "cuda") else "cpu")
+    gen.manual_seed(seed)
+    return gen
+
+
+def check_seed(seed: Any, trials: Any) -> None:
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
+    if not isinstance(trials, int) or isinstance(trials, bool):
+        raise TypeError(f"trials must be an int >= 1, got {type(trials).__name__} {trials!r}")
+    if trials < 1:
+        raise ValueError(f"trials must be >= 1, got {trials}")
+
+
+def check_tolerance(value: Any, argname: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{argname} must be a non-negative float, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not value >= 0 or value == float("inf"):
+        raise ValueError(f"{argname} must be a finite non-negative float, got {value!r}")
+    return value
+
+
+def check_callable(value: Any, argname: str) -> None:
+    if value is not None and not callable(value):
+        raise TypeError(f"{argname} must be callable or None, got {type(value).__name__}")
+
+
+def lazy_modules(model: nn.Module) -> Tuple[str, ...]:
+    """Names of submodules whose parameters are still uninitialized (``nn.LazyLinear`` & co)."""
+    out = []
+    for name, m in model.named_modules():
+        fn: Callable[[], bool] = getattr(m, "has_uninitialized_params", None)
+        if fn is not None and fn():
+            out.append(f"{name or '<root>'} ({type(m).__name__})")
+    return tuple(out)

@@ -1,0 +1,136 @@
+"""The parameters of a model as the checks see them: unique tensors with every name they go by.
+
+``model.named_parameters()`` already drops duplicates, so a tied embedding / LM head appears once
+as ``emb.weight``; here the other names (``head.weight``) are kept as aliases so that a report can
+say ``emb.weight (also: head.weight)`` and a user can select the tensor by either name.
+Parametrized weights (``register_parametrization``, ``parametrizations.weight_norm``) are leaves
+called ``fc.parametrizations.weight.original``; they also answer to the user-facing ``fc.weight``.
+
+Selections (``allow_not_updated``, ``expect_frozen``) are resolved here. An entry may be an exact
+name, a glob (``"encoder.*.bias"``), a submodule name (``"cat_branch"`` selects everything below
+it), an ``nn.Module`` object or a Parameter object. An entry that matches nothing is a
+``ValueError``: a typo must not silently allow everything it was meant to allow.
+"""
+
+import fnmatch
+import re
+from dataclasses import dataclass
+from typing import Any, Dict, List, Sequence, Set, Tuple
+
+import torch
+from torch import nn
+
+__unittest = True
+
+_PARAMETRIZED = re.compile(r"^(?:(.*)\.)?parametrizations\.([^.]+)\.original\d*$")
+
+
+@dataclass(frozen=True)
+class ParamEntry:
+    name: str  # as model.named_parameters() gives it
+    aliases: Tuple[str, ...]  # other qualified names of the same tensor (tied weights)
+    user_name: str  # the name the user writes: 'fc.weight' for a parametrization leaf
+    param: torch.Tensor
+
+    @property
+    def all_names(self) -> Tuple[str, ...]:
+        names = (self.name,) + self.aliases
+        return names + ((self.user_name,) if self.user_name not in names else ())
+
+    @property
+    def display(self) -> str:
+        text = self.user_name if self.user_name == self.name else f"{self.user_name} (parametrized: {self.name})"
+        if self.aliases:
+            text += f" (also: {', '.join(self.aliases)})"
+        return text
+
+
+def user_facing(name: str) -> str:
+    m = _PARAMETRIZED.match(name)
+    if not m:
+        return name
+    return f"{m.group(1)}.{m.group(2)}" if m.group(1) else m.group(2)
+
+
+def parameter_table(model: nn.Module) -> List[ParamEntry]:
+    """Unique parameters in ``named_parameters()`` order, with their aliases."""
+    aliases: Dict[int, List[str]] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        aliases.setdefault(id(p), []).append(name)
+    out = []
+    for name, p in model.named_parameters():
+        others = tuple(n for n in aliases.get(id(p), ()) if n != name)
+        out.append(ParamEntry(name, others, user_facing(name), p))
+    return out
+
+
+def _entries(selection: Any, argname: str) -> List[Any]:
+    if selection is None:
+        return []
+    if isinstance(selection, (str, nn.Module, torch.Tensor)):
+        return [selection]
+    try:
+        items = list(selection)
+    except TypeError:
+        raise TypeError(
+            f"{argname} must be a name, glob, nn.Module or a list of them, got {type(selection).__name__}"
+        ) from None
+    for item in items:
+        if not isinstance(item, (str, nn.Module, torch.Tensor)):
+            raise TypeError(
+                f"{argname} entries must be parameter names, globs, submodule names, nn.Module or "
+                f"Parameter objects; got {type(item).__name__} {item!r}"
+            )
+    return items
+
+
+def describe_entry(entry: Any) -> str:
+    if isinstance(entry, str):
+        return repr(entry)
+    if isinstance(entry, nn.Module):
+        return f"<{type(entry).__name__} module>"
+    return f"<Parameter of shape {tuple(entry.shape)}>"
+
+
+def resolve_selection(
+    model: nn.Module, table: Sequence[ParamEntry], selection: Any, argname: str
+) -> Tuple[Set[str], Dict[str, Set[str]]]:
+    """Resolve ``selection`` against ``table``.
+
+    Returns the set of selected parameter names and, per entry (described as text), the names it
+    selected. Raises ``ValueError`` naming ``argname`` for an entry that selects nothing.
+    """
+    items = _entries(selection, argname)
+    module_names = {id(m): n for n, m in model.named_modules(remove_duplicate=False)}
+    submodules = {n for n, _ in model.named_modules(remove_duplicate=False) if n}
+    selected: Set[str] = set()
+    per_entry: Dict[str, Set[str]] = {}
+    for item in items:
+        hits: Set[str] = set()
+        if isinstance(item, nn.Module):
+            ids = {id(p) for p in item.parameters()}
+            hits = {e.name for e in table if id(e.param) in ids}
+            if not hits and id(item) not in module_names and item is not model:
+                raise ValueError(f"{argname} entry {describe_entry(item)} is not a submodule of the model")
+        elif isinstance(item, torch.Tensor):
+            hits = {e.name for e in table if e.param is item}
+        else:
+            is_glob = any(ch in item for ch in "*?[")
+            for e in table:
+                for n in e.all_names:
+                    if n == item or (is_glob and fnmatch.fnmatchcase(n, item)) or (
+                        item in submodules and n.startswith(item + ".")
+                    ):
+                        hits.add(e.name)
+                        break
+        if not hits:
+            raise ValueError(
+                f"{argname} entry {describe_entry(item)} matches no parameter of the model; "
+                f"entries are names such as {table[0].name!r} (if any), globs such as 'encoder.*', "
+                f"submodule names or module objects"
+                if table
+                else f"{argname} entry {describe_entry(item)} matches no parameter: the model has none"
+            )
+        per_entry[describe_entry(item)] = hits
+        selected |= hits
+    return selected, per_entry

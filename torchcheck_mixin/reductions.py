@@ -1,0 +1,92 @@
+"""Batched per-tensor statistics with one host transfer, whatever the number of tensors.
+
+The zero test of a gradient is ``max |g| > atol``: never an L2 norm (1e-30 gradients square to 0
+in float32) and never a signed sum (``[1, -1]`` sums to 0). ``max |g|`` also carries NaN and inf
+through, so one number per tensor says "zero", "non-zero" and "non-finite" at once.
+
+How the maxima are computed depends on the device, behind this one function:
+
+* CUDA: ``torch._foreach_norm(ord=inf)`` per (device, dtype) group: a handful of fused kernels
+  for thousands of tensors, no host synchronisation;
+* CPU: ``torch.aminmax`` per tensor (one pass, no temporary the size of the tensor, unlike
+  ``abs().amax()``), then ``max(-min, max)``; ``_foreach_norm`` is several times slower on large
+  CPU tensors;
+* complex tensors: ``abs()`` first; sparse tensors: the values of the coalesced tensor
+  (duplicate indices that cancel sum to zero there); empty tensors and ``None``: 0.
+
+Results stay on the device as a float64 vector (accumulated over trials with ``torch.maximum``,
+which propagates NaN) until the caller makes its single ``.tolist()``.
+"""
+
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+__unittest = True
+
+_INF = float("inf")
+
+
+def _dense(t: torch.Tensor) -> torch.Tensor:
+    if t.is_sparse:
+        t = t.coalesce().values()
+    elif t.layout != torch.strided:  # sparse CSR and friends
+        t = t.to_dense()
+    if t.is_complex():
+        t = t.abs()
+    return t
+
+
+def max_abs(tensors: Sequence[Optional[torch.Tensor]], device: torch.device) -> torch.Tensor:
+    """``max |t|`` of each tensor as a float64 vector on ``device`` (0 for None or empty)."""
+    result = torch.zeros(len(tensors), dtype=torch.float64, device=device)
+    groups: Dict[Tuple[torch.device, torch.dtype], List[Tuple[int, torch.Tensor]]] = {}
+    for i, t in enumerate(tensors):
+        if t is None:
+            continue
+        t = _dense(t.detach())
+        if t.numel() == 0:
+            continue
+        groups.setdefault((t.device, t.dtype), []).append((i, t))
+    for (dev, _), items in groups.items():
+        index = torch.tensor([i for i, _ in items], device=device)
+        ts = [t for _, t in items]
+        if dev.type == "cuda":
+            values = torch.stack(torch._foreach_norm(ts, _INF))
+        elif ts[0].is_floating_point():
+            lows, highs = zip(*(torch.aminmax(t) for t in ts))
+            values = torch.maximum(torch.stack(highs), torch.stack(lows).neg())
+        else:  # integer or bool tensors: rare, but keep them correct
+            values = torch.stack([t.abs().amax() if t.dtype != torch.bool else t.any() for t in ts])
+        result.index_copy_(0, index, values.to(device=device, dtype=torch.float64))
+    return result
+
+
+def max_abs_diff(new: Sequence[torch.Tensor], old: Sequence[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """``max |new - old|`` per pair; NaN when either side holds NaN, inf for inf.
+
+    For finite floats ``a - b == 0`` exactly when ``a`` and ``b`` are the same number (IEEE
+    subtraction is exact at zero and subnormals are kept on CPU and CUDA by default), so a zero
+    here means bitwise unchanged up to the sign of zero, and any change, even one ulp, is > 0.
+    """
+    # One difference at a time, so the temporaries never add up to a copy of the model.
+    values = torch.zeros(len(new), dtype=torch.float64, device=device)
+    for i, (a, b) in enumerate(zip(new, old)):
+        a, b = a.detach(), b.detach()
+        if a.numel() == 0:
+            continue
+        values[i : i + 1] = max_abs([a - b.to(a.device)], device)
+    return values
+
+
+def to_host(*vectors: torch.Tensor) -> List[List[float]]:
+    """One device-to-host transfer for several vectors that live on the same device."""
+    if not vectors:
+        return []
+    lengths = [v.numel() for v in vectors]
+    flat = torch.cat([v.reshape(-1).to(torch.float64) for v in vectors]).tolist()
+    out, start = [], 0
+    for n in lengths:
+        out.append(flat[start:start + n])
+        start += n
+    return out

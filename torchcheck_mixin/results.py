@@ -1,0 +1,290 @@
+"""Results of the checks: small frozen dataclasses of plain data.
+
+A check returns one of these; ``passed`` is derived from its fields, never stored. They hold
+names, shapes, dtypes (as strings) and floats, never tensors or modules, so keeping a result
+around keeps no model memory alive.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any, Optional, Tuple
+
+__unittest = True
+
+Shape = Tuple[int, ...]
+
+# ----------------------------------------------------------------------------------------- shapes
+
+
+@dataclass(frozen=True)
+class ShapeMismatch:
+    """One place where a value does not fit its spec."""
+
+    path: Tuple[Any, ...]
+    kind: str  # "rank" | "dim" | "structure" | "keys" | "not_a_tensor" | "dtype"
+    spec: str  # the spec of this place, printed as written
+    actual: Optional[Shape]
+    detail: str = ""
+    dim_index: Optional[int] = None
+    got: Optional[int] = None
+    expected: Optional[str] = None
+    missing_keys: Tuple[str, ...] = ()
+    extra_keys: Tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ForwardShapeResult:
+    spec: str
+    outputs: Tuple[Tuple[str, Optional[Shape]], ...]  # (path, shape) of every tensor leaf
+    mismatches: Tuple[ShapeMismatch, ...]
+    bindings: Tuple[Tuple[str, int], ...]
+    model: str
+    inputs: Tuple[Tuple[str, Optional[Shape]], ...]
+    train: bool
+
+    @property
+    def passed(self) -> bool:
+        return not self.mismatches
+
+
+# ----------------------------------------------------------------------------------------- dtypes
+
+
+@dataclass(frozen=True)
+class DtypeMismatch:
+    path: Tuple[Any, ...]
+    actual: str
+    expected: str
+
+
+@dataclass(frozen=True)
+class DtypeResult:
+    expected: str
+    leaves: Tuple[Tuple[str, str], ...]  # (path, dtype) of every leaf checked
+    mismatches: Tuple[DtypeMismatch, ...]
+    default_dtype: str
+    autocast: Tuple[str, ...]  # device types with autocast enabled when the check ran
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.leaves) and not self.mismatches
+
+
+# ------------------------------------------------------------------------------------------- loss
+
+
+@dataclass(frozen=True)
+class LossResult:
+    value: Optional[float]  # None when the loss is not a single real number
+    shape: Optional[Shape]
+    dtype: str
+    problems: Tuple[str, ...]  # "not_scalar" | "one_element" | "nan" | "posinf" | "neginf" | "negative"
+    atol: float
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems
+
+
+# ---------------------------------------------------------------------------------------- batches
+
+
+@dataclass(frozen=True)
+class BatchMismatch:
+    batch_index: int
+    mismatch: ShapeMismatch
+
+
+@dataclass(frozen=True)
+class BatchShapeResult:
+    spec: str
+    dtype_spec: Optional[str]
+    batches_checked: int
+    checked_indices: Tuple[int, ...]
+    total_batches: Optional[int]  # len(loader) when it has one
+    cap: Optional[int]  # the bound that stopped iteration, when one did
+    last_batch_checked: bool
+    first_shapes: Tuple[Tuple[str, Optional[Shape]], ...]
+    mismatches: Tuple[BatchMismatch, ...]
+    single_batch: bool
+
+    @property
+    def passed(self) -> bool:
+        return self.batches_checked > 0 and not self.mismatches
+
+
+# ---------------------------------------------------------------------------- parameter summaries
+
+
+@dataclass(frozen=True)
+class ModuleCount:
+    name: str  # qualified name of a direct child ("" for parameters of the root itself)
+    kind: str  # class name
+    parameters: int
+    elements: int
+
+
+@dataclass(frozen=True)
+class ParameterSummary:
+    """Counts of Parameter objects and of their elements, tied weights counted once.
+
+    ``nn.Sequential(nn.Linear(16, 256), nn.ReLU())`` holds 2 Parameters and 4,352 elements.
+    """
+
+    parameters: int
+    trainable_parameters: int
+    frozen_parameters: int
+    elements: int
+    trainable_elements: int
+    frozen_elements: int
+    shared: Tuple[Tuple[str, Tuple[str, ...]], ...] = ()  # (name, other names of the same tensor)
+    modules: Tuple[ModuleCount, ...] = ()
+    torchinfo_total: Optional[int] = None
+    torchinfo_trainable: Optional[int] = None
+    torchinfo_note: str = ""
+
+    @property
+    def torchinfo_agrees(self) -> bool:
+        return self.torchinfo_total is None or self.torchinfo_total == self.elements
+
+
+# ---------------------------------------------------------------------------- parameter updates
+
+# Every parameter gets exactly one of these.
+UPDATED = "updated"
+ZERO_GRAD = "zero_grad"  # gradient all zero (or at most atol)
+NO_GRAD = "no_grad"  # gradient is None: unreachable from the loss
+NONFINITE = "nonfinite"  # NaN or inf in the gradient or in the new value
+FROZEN = "frozen"  # requires_grad is False
+NOT_APPLIED = "not_applied"  # snapshot: non-zero gradient, value did not change
+CHANGED_WITHOUT_GRAD = "changed_without_grad"  # snapshot: moved with a zero/None gradient
+NOT_IN_OPTIMIZER = "not_in_optimizer"  # snapshot: the given optimizer does not hold it
+
+STATUSES = (UPDATED, ZERO_GRAD, NO_GRAD, NONFINITE, FROZEN, NOT_APPLIED, CHANGED_WITHOUT_GRAD, NOT_IN_OPTIMIZER)
+
+
+@dataclass(frozen=True)
+class ParameterRecord:
+    """What the check saw of one parameter (tied aliases share one record)."""
+
+    name: str
+    aliases: Tuple[str, ...]
+    shape: Shape
+    numel: int
+    dtype: str
+    status: str
+    max_grad: Optional[float]  # max |grad| over trials; None when the gradient was None
+    max_change: Optional[float]  # snapshot: max |new - old|; None in gradient mode
+    gradient_status: Optional[str] = None  # the gradient view alone ("both" mode reports both)
+    allowed: bool = False  # matched by allow_not_updated
+    expected_frozen: bool = False  # matched by expect_frozen
+    sparse: bool = False
+
+    @property
+    def ok(self) -> bool:
+        if self.status == FROZEN:
+            return self.expected_frozen
+        if self.expected_frozen:
+            return False  # declared frozen but trainable
+        if self.status == UPDATED:
+            return True
+        return self.allowed and self.status != NONFINITE
+
+
+@dataclass(frozen=True)
+class ParameterUpdateReport:
+    """The result of ``check_parameters_updated``.
+
+    The lists hold qualified parameter names; the Ludwig-compatible counts
+    (``frozen_parameters``, ``trainable_parameters``, ``parameters_updated``,
+    ``parameters_not_updated``) mirror ``check_module_parameters_updated``'s return value.
+    """
+
+    mode: str
+    seed: int
+    trials: int
+    atol: float
+    records: Tuple[ParameterRecord, ...]
+    summary: ParameterSummary
+    model: str = ""
+    stale_allowances: Tuple[str, ...] = ()  # allow_not_updated entries whose parameters all updated
+    notes: Tuple[str, ...] = ()  # hints: checkpointing, half precision, lr 0, replaced parameters
+    loss: Optional[float] = None
+    optimizer: str = ""
+    errors: Tuple[str, ...] = ()  # conditions that fail the check outside any one parameter
+
+    # --- lists of names
+    @property
+    def frozen(self) -> Tuple[str, ...]:
+        return tuple(r.name for r in self.records if r.status == FROZEN)
+
+    @property
+    def trainable(self) -> Tuple[str, ...]:
+        return tuple(r.name for r in self.records if r.status != FROZEN)
+
+    @property
+    def updated(self) -> Tuple[str, ...]:
+        return tuple(r.name for r in self.records if r.status == UPDATED)
+
+    @property
+    def not_updated(self) -> Tuple[str, ...]:
+        return tuple(r.name for r in self.records if r.status not in (UPDATED, FROZEN))
+
+    @property
+    def failures(self) -> Tuple[ParameterRecord, ...]:
+        return tuple(r for r in self.records if not r.ok)
+
+    # --- Ludwig-compatible
+    @property
+    def frozen_parameters(self) -> int:
+        return len(self.frozen)
+
+    @property
+    def trainable_parameters(self) -> int:
+        return len(self.trainable)
+
+    @property
+    def parameters_updated(self) -> int:
+        return len(self.updated)
+
+    @property
+    def parameters_not_updated(self) -> list:
+        return list(self.not_updated)
+
+    def status_of(self, name: str) -> str:
+        for r in self.records:
+            if r.name == name or name in r.aliases:
+                return r.status
+        raise KeyError(name)
+
+    @property
+    def passed(self) -> bool:
+        return not self.errors and any(r.status != FROZEN for r in self.records) and not self.failures
+
+
+# ------------------------------------------------------------------------ results of later checks
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One offending place for the checks that list places (finite, range, determinism...)."""
+
+    path: str
+    detail: str
+    count: int = 0
+    total: int = 0
+    first_indices: Tuple[Tuple[int, ...], ...] = ()
+
+
+@dataclass(frozen=True)
+class ValueCheckResult:
+    """Shared result of assertAllFinite, assertOutputRange, assertDeterministic,
+    assertStateDictRoundTrip: which leaves were checked and what was wrong with each."""
+
+    check: str
+    leaves_checked: int
+    findings: Tuple[Finding, ...]
+    details: Tuple[Tuple[str, Any], ...] = field(default_factory=tuple)
+
+    @property
+    def passed(self) -> bool:
+        return self.leaves_checked > 0 and not self.findings

@@ -1,0 +1,154 @@
+"""Leave the model as it was found: the guard every check runs inside.
+
+A forward pass is not read-only. In train mode BatchNorm updates its running statistics, dropout
+consumes the global RNG, ``spectral_norm`` rewrites its ``_u``/``_v`` buffers, a forward may cache
+tensors on ``self`` or even replace a Parameter. ``ModelGuard`` makes all of that invisible:
+
+* every submodule's ``training`` flag is saved and restored one by one (restoring only the root's
+  flag is wrong as soon as one child was in a different mode);
+* buffers are *swapped* for private clones during the check, so the user's buffer tensors are
+  never written (restoring them with ``copy_`` would bump their autograd version counters);
+* each module's ``__dict__`` and its ``_parameters``/``_buffers``/``_modules`` dicts are restored
+  to the same objects, so attributes set or Parameters replaced in ``forward`` leave no trace;
+* ``.grad`` references are saved, set to ``None`` for the check and put back (autograd would
+  otherwise accumulate into a held ``.grad`` in place), ``requires_grad`` flags are restored;
+* the CPU RNG, and the RNG of the CUDA devices in use, are forked, never initialising CUDA;
+  numpy's and Python's ``random`` state are never touched.
+
+>>> with ModelGuard(model, seed=0):
+...     model.train()
+...     out = model(x)
+"""
+
+import contextlib
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from . import trees
+
+__unittest = True
+
+_MODULE_DICTS = ("_parameters", "_buffers", "_modules")
+
+
+def cuda_devices(*values: Any) -> List[int]:
+    """Indices of the CUDA devices holding any tensor in ``values`` (modules, tensors, structures)."""
+    found = set()
+    for value in values:
+        if isinstance(value, nn.Module):
+            tensors: Iterable[torch.Tensor] = list(value.parameters()) + list(value.buffers())
+        else:
+            tensors = [t for _, t in trees.tensor_leaves(value)]
+        for t in tensors:
+            if t.device.type == "cuda":
+                found.add(t.device.index if t.device.index is not None else torch.cuda.current_device())
+    return sorted(found)
+
+
+@contextlib.contextmanager
+def rng_guard(devices: Sequence[int] = (), seed: Optional[int] = None):
+    """Fork the CPU RNG (and the given CUDA devices' RNG); seed it inside when ``seed`` is given.
+
+    CUDA is never initialised here: devices are only listed when tensors already live on them.
+    """
+    devices = list(devices) if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=devices):
+        if seed is not None:
+            torch.manual_seed(seed)  # seeds CPU and the already-initialised CUDA devices
+        yield
+
+
+class ModelGuard:
+    """Context manager that snapshots a module tree and restores it on exit, pass or raise.
+
+    ``seed`` seeds the forked RNG inside, so train-mode randomness (dropout) is reproducible.
+    ``extra_devices`` are CUDA indices used by inputs, whose RNG is forked as well.
+    """
+
+    def __init__(self, model: nn.Module, *, seed: Optional[int] = None, extra: Any = None):
+        self.model = model
+        self.seed = seed
+        self.extra = extra
+        self._rng: Optional[contextlib.AbstractContextManager] = None
+
+    def __enter__(self) -> "ModelGuard":
+        modules = list(self.model.modules())
+        self._modes = [(m, m.training) for m in modules]
+        self._dicts: List[Tuple[nn.Module, Dict[str, Any], Dict[str, Dict[str, Any]]]] = [
+            (m, dict(m.__dict__), {name: dict(getattr(m, name)) for name in _MODULE_DICTS if hasattr(m, name)})
+            for m in modules
+        ]
+        params = list(self.model.parameters())
+        self._params = [(p, p.requires_grad, p.grad) for p in params]
+        for p in params:
+            if p.grad is not None:
+                p.grad = None
+        # Private buffer clones: shared buffers stay shared (one clone per tensor identity).
+        clones: Dict[int, torch.Tensor] = {}
+        for m in modules:
+            buffers = getattr(m, "_buffers", None)
+            if not buffers:
+                continue
+            for name, buf in list(buffers.items()):
+                if buf is None:
+                    continue
+                clone = clones.get(id(buf))
+                if clone is None:
+                    with torch.no_grad():
+                        clone = buf.clone()
+                    clones[id(buf)] = clone
+                buffers[name] = clone
+        self._rng = rng_guard(cuda_devices(self.model, self.extra), self.seed)
+        self._rng.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            if self._rng is not None:
+                self._rng.__exit__(*exc)
+        finally:
+            self.restore()
+
+    def restore(self) -> None:
+        for m, saved_attrs, saved_dicts in self._dicts:
+            current = m.__dict__
+            for key in [k for k in current if k not in saved_attrs]:
+                del current[key]
+            for key, value in saved_attrs.items():
+                if current.get(key, _MISSING) is not value:
+                    current[key] = value
+            for name, saved in saved_dicts.items():
+                live = getattr(m, name)
+                # Identity, never ==: the values are tensors and modules.
+                if live.keys() != saved.keys() or any(live[k] is not v for k, v in saved.items()):
+                    live.clear()
+                    live.update(saved)
+        for m, mode in self._modes:
+            m.training = mode
+        for p, requires_grad, grad in self._params:
+            if p.requires_grad != requires_grad:
+                p.requires_grad_(requires_grad)
+            if p.grad is not grad:
+                p.grad = grad
+
+
+_MISSING = object()
+
+
+def replaced_parameters(guard: ModelGuard) -> List[str]:
+    """Qualified names of Parameters that the code run under ``guard`` replaced or added.
+
+    Called before ``restore``: compares each module's live ``_parameters`` with the saved ones.
+    """
+    names = {id(m): n for n, m in guard.model.named_modules()}
+    out = []
+    for m, _, saved_dicts in guard._dicts:
+        saved = saved_dicts.get("_parameters", {})
+        live = getattr(m, "_parameters", {})
+        prefix = names.get(id(m), "")
+        for key, value in live.items():
+            if saved.get(key, _MISSING) is not value:
+                out.append(f"{prefix}.{key}" if prefix else key)
+    return out

@@ -1,0 +1,93 @@
+"""Walking nested values: tensors inside tuples, lists, namedtuples, dicts and Mappings.
+
+Models return and loaders yield structured values (``(logits, aux)``, ``{"x": ..., "y": ...}``,
+Hugging Face ``ModelOutput`` objects, which are Mappings). Every check that looks at "each tensor"
+goes through this module so that all of them agree on what a leaf is and how its place is written:
+a path such as ``['logits'][0]``, the same notation numpy.testing and torch.testing use.
+
+>>> import torch
+>>> [(format_path(p), tuple(t.shape)) for p, t in leaves({"a": torch.zeros(2), "b": (torch.zeros(3),)})]
+[("['a']", (2,)), ("['b'][0]", (3,))]
+"""
+
+from collections.abc import Mapping
+from typing import Any, Callable, Iterator, List, Tuple
+
+import torch
+
+__unittest = True
+
+Path = Tuple[Any, ...]
+
+
+def is_namedtuple(value: Any) -> bool:
+    return isinstance(value, tuple) and hasattr(type(value), "_fields")
+
+
+def is_sequence(value: Any) -> bool:
+    """A tuple or list that holds items (strings and tensors are leaves, not sequences)."""
+    return isinstance(value, (tuple, list))
+
+
+def children(value: Any) -> List[Tuple[Any, Any]]:
+    """The (key, child) pairs of a container, in a stable order; empty for a leaf."""
+    if isinstance(value, Mapping):
+        return list(value.items())
+    if is_namedtuple(value):
+        return list(zip(value._fields, value))
+    if is_sequence(value):
+        return list(enumerate(value))
+    return []
+
+
+def is_container(value: Any) -> bool:
+    return isinstance(value, Mapping) or is_sequence(value)
+
+
+def leaves(value: Any, path: Path = ()) -> Iterator[Tuple[Path, Any]]:
+    """Yield ``(path, leaf)`` for every non-container value, depth first."""
+    if is_container(value):
+        for key, child in children(value):
+            yield from leaves(child, path + (key,))
+    else:
+        yield path, value
+
+
+def tensor_leaves(value: Any) -> List[Tuple[Path, torch.Tensor]]:
+    return [(p, leaf) for p, leaf in leaves(value) if isinstance(leaf, torch.Tensor)]
+
+
+def map_tensors(fn: Callable[[torch.Tensor], Any], value: Any) -> Any:
+    """Rebuild ``value`` with ``fn`` applied to each tensor; containers keep their type.
+
+    Mappings that cannot be rebuilt from a dict (exotic user classes) come back as plain dicts;
+    namedtuples are rebuilt field by field.
+    """
+    if isinstance(value, torch.Tensor):
+        return fn(value)
+    if isinstance(value, Mapping):
+        items = {k: map_tensors(fn, v) for k, v in value.items()}
+        try:
+            return type(value)(items)
+        except Exception:  # a Mapping type whose constructor takes something else
+            return items
+    if is_namedtuple(value):
+        return type(value)(*(map_tensors(fn, v) for v in value))
+    if isinstance(value, tuple):
+        return tuple(map_tensors(fn, v) for v in value)
+    if isinstance(value, list):
+        return [map_tensors(fn, v) for v in value]
+    return value
+
+
+def format_path(path: Path) -> str:
+    """``('logits', 0)`` -> ``['logits'][0]``; the empty path (the value itself) -> ``''``."""
+    out = []
+    for key in path:
+        out.append(f"[{key!r}]" if not isinstance(key, int) else f"[{key}]")
+    return "".join(out)
+
+
+def describe_path(path: Path, root: str = "output") -> str:
+    """A path for messages: ``output['logits']``, or ``output`` for the value itself."""
+    return root + format_path(path)

@@ -1,0 +1,379 @@
+"""Do the model's parameters update? The engine behind ``assertParametersUpdated``.
+
+Two views of "updated", selected by ``mode``:
+
+``"gradient"`` (Ludwig's check, done right)
+    One forward and one ``torch.autograd.grad(loss, params, allow_unused=True)`` on the user's
+    model, in train mode, inside the state guard. A trainable parameter is updated when its
+    gradient exists, is finite and ``max |g| > atol``. No weights are copied and ``.grad`` is never
+    read or written, so it costs one forward+backward.
+
+``"snapshot"``
+    The model (and the given optimizer, copied together so their references stay consistent) is
+    deep-copied; the copy runs forward, backward and one real optimizer step (a private plain SGD
+    when no optimizer is given; weight decay and momentum would move parameters whose gradient is
+    zero). Each copied parameter is compared with the untouched original. This also catches
+    optimizer wiring bugs: a parameter missing from the optimizer, lr 0, an update below float
+    resolution, weight decay moving a parameter that got no gradient.
+
+``"both"``
+    The snapshot run, reporting both views per parameter.
+
+Every parameter gets exactly one status (see ``results.STATUSES``). Random data (the weights of
+the default loss, synthetic inputs from a callable, dropout inside the forward) comes from a
+private generator seeded with ``seed + trial``; with ``trials=k`` a parameter counts as updated if
+any of the k draws updates it (dead ReLUs and expert routing give seed-dependent zeros).
+
+Cost: one forward+backward per trial (plus, in snapshot mode, one deep copy and one step), and
+one device-to-host transfer for the whole check, however many parameters there are.
+
+>>> report = check_parameters_updated(model, x)
+>>> report.passed, report.not_updated
+(True, ())
+"""
+
+import copy
+import warnings
+from collections import OrderedDict
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from . import calling
+from .losses import compute_loss
+from .parameters import ParamEntry, parameter_table, resolve_selection
+from .reductions import max_abs, max_abs_diff, to_host
+from .results import (
+    CHANGED_WITHOUT_GRAD,
+    FROZEN,
+    NO_GRAD,
+    NONFINITE,
+    NOT_APPLIED,
+    NOT_IN_OPTIMIZER,
+    UPDATED,
+    ZERO_GRAD,
+    ParameterRecord,
+    ParameterUpdateReport,
+)
+from .state import ModelGuard, replaced_parameters
+from .summary import count_parameters
+
+__unittest = True
+
+MODES = ("gradient", "snapshot", "both")
+
+# The private optimizer of snapshot mode: plain SGD, no momentum, no weight decay, so that only a
+# non-zero gradient can move a parameter. lr=1 makes the step as visible as the gradient itself.
+PRIVATE_SGD_LR = 1.0
+
+_CHECKPOINT_HINTS = ("None of the inputs have requires_grad=True", "use_reentrant")
+
+
+def _validate(model, inputs, mode, loss_fn, optimizer, seed, trials, atol, train) -> float:
+    calling.check_module(model)
+    calling.check_inputs(inputs)
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(repr(m) for m in MODES)}; got {mode!r}")
+    calling.check_callable(loss_fn, "loss_fn")
+    if optimizer is not None:
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}")
+        if mode == "gradient":
+            raise ValueError(
+                "optimizer is only used by mode='snapshot' or mode='both'; mode='gradient' never "
+                "steps an optimizer"
+            )
+    calling.check_seed(seed, trials)
+    if not isinstance(train, bool):
+        raise TypeError(f"train must be a bool, got {type(train).__name__}")
+    return calling.check_tolerance(atol, "atol")
+
+
+def _materialize_lazy(module: nn.Module, inputs: Any, seed: int, device: torch.device) -> nn.Module:
+    """A copy of a lazy model with its parameters created by one forward (the user's stays lazy)."""
+    module = copy.deepcopy(module)
+    with torch.no_grad(), ModelGuard(module, seed=seed, extra=inputs):
+        gen = calling.make_generator(seed, device)
+        calling.call(module, calling.to_device(calling.resolve(inputs, gen, "inputs"), device))
+    return module
+
+
+class _Trial:
+    """What one forward pass produced: gradients (and, in snapshot mode, new values)."""
+
+    def __init__(self, loss: torch.Tensor, grads: List[Optional[torch.Tensor]], new_values=None,
+                 replaced: Sequence[str] = (), caught: Sequence[warnings.WarningMessage] = ()):
+        self.loss = loss
+        self.grads = grads
+        self.new_values = new_values
+        self.replaced = replaced
+        self.caught = caught
+
+
+def _forward_loss(module, inputs, target, loss_fn, gen, device, guard):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        x = calling.to_device(calling.resolve(inputs, gen, "inputs"), device)
+        y = calling.to_device(calling.resolve(target, gen, "target"), device) if target is not None else None
+        out = calling.call(module, x)
+        replaced = replaced_parameters(guard) if guard is not None else []
+        loss = compute_loss(out, y, loss_fn, gen)
+    for w in caught:  # hand the user's warnings back, we only wanted to read them
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return loss, replaced, caught
+
+
+def _gradient_trial(module, trainable, inputs, target, loss_fn, gen, device, guard) -> _Trial:
+    loss, replaced, caught = _forward_loss(module, inputs, target, loss_fn, gen, device, guard)
+    if loss.requires_grad and trainable:
+        grads = list(torch.autograd.grad(loss, trainable, allow_unused=True))
+    else:  # the forward built no graph (no_grad / detach inside forward): nothing is reachable
+        grads = [None] * len(trainable)
+    return _Trial(loss, grads, replaced=replaced, caught=caught)
+
+
+def _snapshot_trial(module, trainable, optimizer, inputs, target, loss_fn, gen, device, train) -> _Trial:
+    memo: Dict[int, Any] = {}
+    if optimizer is not None:
+        twin, twin_opt = copy.deepcopy((module, optimizer), memo)
+        # Hooks and scheduler wrappers on the copy would call back into the user's objects.
+        twin_opt._optimizer_step_pre_hooks = OrderedDict()
+        twin_opt._optimizer_step_post_hooks = OrderedDict()
+        step = lambda: type(twin_opt).step(twin_opt)  # noqa: E731 - the class's step, never a patched one
+    else:
+        twin = copy.deepcopy(module, memo)
+        twin_params = [memo[id(p)] for p in trainable]
+        twin_opt = torch.optim.SGD(twin_params, lr=PRIVATE_SGD_LR) if twin_params else None
+        step = (lambda: twin_opt.step()) if twin_opt is not None else (lambda: None)
+    twin.train(train)
+    twin_trainable = [memo.get(id(p)) for p in trainable]
+    with ModelGuard(twin) as twin_guard:  # the twin is thrown away; the guard reports replacements
+        loss, replaced, caught = _forward_loss(twin, inputs, target, loss_fn, gen, device, twin_guard)
+        if loss.requires_grad:
+            loss.backward()
+        grads = [p.grad for p in twin_trainable]
+        with torch.no_grad():
+            step()
+        # Values are read after the step and before the guard puts anything back.
+        new_values = [p.detach() for p in twin_trainable]
+        grads = [g.detach() if g is not None else None for g in grads]
+    return _Trial(loss, grads, new_values=new_values, replaced=replaced, caught=caught)
+
+
+def _gradient_status(had_grad: bool, maxg: float, nonfinite: bool, atol: float) -> str:
+    if not had_grad:
+        return NO_GRAD
+    if nonfinite:
+        return NONFINITE
+    return UPDATED if maxg > atol else ZERO_GRAD
+
+
+def _snapshot_status(gstatus: str, change: float, change_nonfinite: bool, in_optimizer: bool, atol: float) -> str:
+    if gstatus == NONFINITE or change_nonfinite:
+        return NONFINITE
+    if not in_optimizer:
+        return NOT_IN_OPTIMIZER
+    changed = change > atol
+    if gstatus in (NO_GRAD, ZERO_GRAD):
+        return CHANGED_WITHOUT_GRAD if changed else gstatus
+    return UPDATED if changed else NOT_APPLIED
+
+
+def _notes(entries, records, trials_out: List[_Trial], optimizer, atol, lazy) -> Tuple[str, ...]:
+    notes = []
+    replaced = sorted({n for t in trials_out for n in t.replaced})
+    if replaced:
+        notes.append(
+            f"forward replaced or created Parameter(s) {', '.join(replaced)}: the original objects "
+            f"(the ones an optimizer holds) were checked; create parameters in __init__, not in forward"
+        )
+    if lazy:
+        notes.append(f"lazy modules {', '.join(lazy)} were materialised on a copy by one forward pass")
+    statuses = {r.status for r in records}
+    caught = [str(w.message) for t in trials_out for w in t.caught]
+    if NO_GRAD in statuses and any(h in msg for msg in caught for h in _CHECKPOINT_HINTS):
+        notes.append(
+            "gradient checkpointing warned during forward: with use_reentrant=True (the old default) "
+            "parameters inside a checkpoint get no gradient when no input requires grad; use "
+            "torch.utils.checkpoint.checkpoint(..., use_reentrant=False) or enable_input_require_grads()"
+        )
+    half = [r.name for r in records if r.dtype in ("torch.float16", "torch.bfloat16")]
+    if half and statuses & {ZERO_GRAD, NOT_APPLIED}:
+        notes.append(
+            "half-precision parameters: float16 gradients below about 6e-8 underflow to zero and "
+            "updates below the weight's resolution (float16 eps 9.8e-4, bfloat16 7.8e-3 at 1.0) are "
+            "lost; check in float32 or with a larger loss scale"
+        )
+    if optimizer is not None:
+        for i, group in enumerate(optimizer.param_groups):
+            lr = group.get("lr")
+            if isinstance(lr, (int, float)) and lr == 0:
+                notes.append(f"optimizer param_groups[{i}] has lr=0: no parameter in it can move")
+    return tuple(notes)
+
+
+def check_parameters_updated(
+    model: nn.Module,
+    inputs: Any,
+    target: Any = None,
+    *,
+    mode: str = "gradient",
+    loss_fn: Optional[Callable] = None,
+    optimizer: Optional[torch.optim.Optimizer] = None,
+    allow_not_updated: Any = (),
+    expect_frozen: Any = (),
+    seed: int = 0,
+    trials: int = 1,
+    atol: float = 0.0,
+    train: bool = True,
+) -> ParameterUpdateReport:
+    """Run one training-like pass and classify every parameter; the model is left untouched.
+
+    Args:
+        model: the module (``torch.compile``/DataParallel/DDP wrappers are unwrapped).
+        inputs: ``Tensor`` -> ``model(x)``, tuple/list -> ``model(*x)``, dict -> ``model(**x)``, or a
+            callable ``(generator) -> inputs`` for fresh synthetic data each trial.
+        target: optional target (or callable); picks the default loss (see ``losses``).
+        mode: ``"gradient"``, ``"snapshot"`` or ``"both"`` (see the module docstring).
+        loss_fn: ``loss_fn(output, target)`` (``loss_fn(output)`` without target) -> 0-d tensor.
+        optimizer: snapshot/both only: check this optimizer's real step (on copies).
+        allow_not_updated: names, globs, submodule names or modules that may stay unused for
+            these inputs. An entry that matches nothing raises ``ValueError``.
+        expect_frozen: the same kinds of entries for parameters that must be frozen
+            (``requires_grad=False``); any other frozen parameter fails the check.
+        seed, trials: the private random draws; updated in any trial counts as updated.
+        atol: a gradient (or change) of at most ``atol`` counts as zero.
+        train: run the forward in train mode (default) or eval mode.
+
+    Returns:
+        ParameterUpdateReport with one record per unique parameter.
+
+    Raises:
+        TypeError, ValueError: on misuse (never for a model that fails the check).
+    """
+    atol = _validate(model, inputs, mode, loss_fn, optimizer, seed, trials, atol, train)
+    module, _wrappers = calling.unwrap(model)
+    device = calling.model_device(module)
+    lazy = calling.lazy_modules(module)
+    if lazy:
+        if optimizer is not None:
+            raise ValueError(
+                f"the model has uninitialized lazy modules ({', '.join(lazy)}) and an optimizer was "
+                f"given; run one forward pass before creating the optimizer"
+            )
+        module = _materialize_lazy(module, inputs, seed, device)
+    table = parameter_table(module)
+    if not table:
+        raise ValueError(f"model ({type(module).__name__}) has no parameters: there is nothing to update")
+    allowed, allowed_by_entry = resolve_selection(module, table, allow_not_updated, "allow_not_updated")
+    frozen_expected, _ = resolve_selection(module, table, expect_frozen, "expect_frozen")
+    trainable_entries = [e for e in table if e.param.requires_grad]
+    trainable = [e.param for e in trainable_entries]
+    in_optimizer = None
+    if optimizer is not None:
+        held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        in_optimizer = [id(p) in held for p in trainable]
+
+    maxg = change = None
+    had_grad = [False] * len(trainable)
+    trials_out: List[_Trial] = []
+    with torch.enable_grad(), ModelGuard(module, seed=seed, extra=inputs) as guard:
+        module.train(train)
+        for trial in range(trials):
+            torch.manual_seed(seed + trial)  # forward randomness (dropout), inside the forked RNG
+            gen = calling.make_generator(seed + trial, device)
+            if mode == "gradient":
+                t = _gradient_trial(module, trainable, inputs, target, loss_fn, gen, device, guard)
+            else:
+                t = _snapshot_trial(module, trainable, optimizer, inputs, target, loss_fn, gen, device, train)
+            g = max_abs(t.grads, device)
+            maxg = g if maxg is None else torch.maximum(maxg, g)
+            had_grad = [h or (x is not None) for h, x in zip(had_grad, t.grads)]
+            if t.new_values is not None:
+                d = max_abs_diff(t.new_values, trainable, device)
+                change = d if change is None else torch.maximum(change, d)
+            trials_out.append(t)
+            t.grads = t.new_values = None  # free memory before the next trial
+
+    had = torch.tensor(had_grad, dtype=torch.float64, device=device)
+    maxg, had, change = _combine_across_ranks(maxg, had, change)
+    loss = trials_out[0].loss.detach().reshape(1).to(device=device, dtype=torch.float64)
+    host = to_host(*(v for v in (maxg, had, change, loss) if v is not None))
+    maxg_h, had_h = host[0], host[1]
+    change_h = host[2] if change is not None else None
+    loss_value = host[-1][0]
+
+    records = []
+    index = {id(p): i for i, p in enumerate(trainable)}
+    for e in table:
+        records.append(
+            _record(e, index.get(id(e.param)), maxg_h, had_h, change_h, in_optimizer, atol, mode,
+                    e.name in allowed, e.name in frozen_expected)
+        )
+    errors = []
+    if not trainable:
+        errors.append("the model has no trainable parameters (every parameter has requires_grad=False)")
+    status = {r.name: r.status for r in records}
+    stale = tuple(entry for entry, names in allowed_by_entry.items() if all(status[n] == UPDATED for n in names))
+    return ParameterUpdateReport(
+        mode=mode,
+        seed=seed,
+        trials=trials,
+        atol=atol,
+        records=tuple(records),
+        summary=count_parameters(module),
+        model=type(module).__name__,
+        stale_allowances=stale,
+        notes=_notes(table, records, trials_out, optimizer, atol, lazy),
+        loss=loss_value,
+        optimizer=(
+            type(optimizer).__name__ if optimizer is not None
+            else (f"private SGD(lr={PRIVATE_SGD_LR:g})" if mode != "gradient" else "")
+        ),
+        errors=tuple(errors),
+    )
+
+
+def _combine_across_ranks(maxg, had, change):
+    """Under an initialised process group: a parameter is updated if it is updated on any rank.
+
+    One MAX all-reduce for the whole check. NaN does not survive every backend's MAX, so
+    non-finite maxima travel as a separate 0/1 column and come back as NaN.
+    """
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return maxg, had, change
+    columns = [maxg, had] + ([change] if change is not None else [])
+    finite = [torch.nan_to_num(c, nan=0.0, posinf=0.0, neginf=0.0) for c in columns]
+    flags = [(~torch.isfinite(c)).to(torch.float64) for c in columns]
+    stats = torch.stack(finite + flags, dim=1)
+    backend = torch.distributed.get_backend()
+    on = stats if backend != "gloo" else stats.cpu()
+    torch.distributed.all_reduce(on, op=torch.distributed.ReduceOp.MAX)
+    stats = on.to(stats.device)
+    k = len(columns)
+    out = [torch.where(stats[:, k + j] > 0, torch.full_like(stats[:, j], float("nan")), stats[:, j]) for j in range(k)]
+    return out[0], out[1], (out[2] if change is not None else None)
+
+
+def _finite(x: float) -> bool:
+    return x == x and x not in (float("inf"), float("-inf"))
+
+
+def _record(e: ParamEntry, i, maxg_h, had_h, change_h, in_optimizer, atol, mode, allowed, frozen_expected):
+    p = e.param
+    common = dict(
+        name=e.name, aliases=e.aliases, shape=tuple(p.shape), numel=p.numel(), dtype=str(p.dtype),
+        allowed=allowed, expected_frozen=frozen_expected,
+    )
+    if i is None:
+        return ParameterRecord(status=FROZEN, max_grad=None, max_change=None, **common)
+    had = had_h[i] > 0
+    g = maxg_h[i]
+    gstatus = _gradient_status(had, g, not _finite(g), atol)
+    max_grad = g if had else None
+    if mode == "gradient":
+        return ParameterRecord(status=gstatus, max_grad=max_grad, max_change=None, gradient_status=gstatus, **common)
+    d = change_h[i]
+    status = _snapshot_status(gstatus, d, not _finite(d), in_optimizer is None or in_optimizer[i], atol)
+    return ParameterRecord(status=status, max_grad=max_grad, max_change=d, gradient_status=gstatus, **common)
