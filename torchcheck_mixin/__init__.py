@@ -20,39 +20,58 @@ The engine (``check_*`` functions returning result objects) works without unitte
 
 from .assertions import ModelAssertionsMixin, ModelTestCase, StaleAllowanceWarning
 from .batches import check_batch_shape
+from .battery import ModelBattery
+from .counts import check_parameter_count
 from .dtypes import check_dtype
 from .forward import check_forward_shape
+from .independence import check_batch_independent
 from .loss import check_loss_scalar_non_negative
 from .results import (
     BatchShapeResult,
     DtypeResult,
     ForwardShapeResult,
     LossResult,
+    OverfitResult,
+    ParameterCountResult,
     ParameterRecord,
     ParameterSummary,
     ParameterUpdateReport,
+    ValueCheckResult,
 )
 from .summary import parameter_summary
+from .training import check_can_overfit_batch
 from .updates import check_parameters_updated
+from .values import check_all_finite, check_deterministic, check_output_range, check_state_dict_round_trip
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ModelAssertionsMixin",
+    "ModelBattery",
     "ModelTestCase",
     "StaleAllowanceWarning",
+    "check_all_finite",
+    "check_batch_independent",
     "check_batch_shape",
+    "check_can_overfit_batch",
+    "check_deterministic",
     "check_dtype",
     "check_forward_shape",
     "check_loss_scalar_non_negative",
+    "check_output_range",
+    "check_parameter_count",
     "check_parameters_updated",
+    "check_state_dict_round_trip",
     "parameter_summary",
     "BatchShapeResult",
     "DtypeResult",
     "ForwardShapeResult",
     "LossResult",
+    "OverfitResult",
+    "ParameterCountResult",
     "ParameterRecord",
     "ParameterSummary",
     "ParameterUpdateReport",
+    "ValueCheckResult",
     "__version__",
 ]

@@ -25,13 +25,17 @@ from torch import nn
 
 from . import calling, messages
 from .batches import check_batch_shape
+from .counts import check_parameter_count
 from .dtypes import check_dtype
 from .forward import match_output, run_forward
+from .independence import check_batch_independent
 from .loss import check_loss_scalar_non_negative
-from .results import BatchShapeResult, ParameterUpdateReport
+from .results import BatchShapeResult, OverfitResult, ParameterUpdateReport
 from .shapes import parse_spec
 from .summary import parameter_summary
+from .training import check_can_overfit_batch
 from .updates import check_parameters_updated
+from .values import check_all_finite, check_deterministic, check_output_range, check_state_dict_round_trip
 
 __unittest = True
 
@@ -136,6 +140,84 @@ class ModelAssertionsMixin:
         if not result.passed:
             self._torchcheck_fail(msg, messages.describe_batch(result))
         return result
+
+
+    # ------------------------------------------------------------- bugs the five cannot see
+
+    def assertBatchIndependent(self, model: nn.Module, inputs: Any, *, batch_dim: int = 0, msg: Any = None) -> None:
+        """Output sample i depends on input sample i only (eval mode).
+
+        Catches softmax/mean over the batch, an LSTM without ``batch_first``, a ``cat`` + ``view``
+        that mixes samples. Floating inputs are probed with gradients, integer inputs (token ids)
+        by swapping one sample's ids.
+
+        >>> self.assertBatchIndependent(model, torch.randn(6, 10, 16))
+        """
+        result = check_batch_independent(model, inputs, batch_dim=batch_dim)
+        if not result.passed:
+            self._torchcheck_fail(msg, messages.describe_batch_independent(result))
+
+    def assertDeterministic(self, model: nn.Module, inputs: Any, *, msg: Any = None) -> None:
+        """Two eval-mode forward passes on the same inputs give identical outputs.
+
+        >>> self.assertDeterministic(model, x)
+        """
+        result = check_deterministic(model, inputs)
+        if not result.passed:
+            self._torchcheck_fail(msg, messages.describe_deterministic(result))
+
+    def assertParameterCount(self, model: nn.Module, *, trainable: Optional[int] = None, frozen: Optional[int] = None,
+                             total: Optional[int] = None, msg: Any = None) -> None:
+        """Element counts (tied weights once) equal the numbers the design implies.
+
+        >>> self.assertParameterCount(nn.Linear(16, 256), total=4352)
+        """
+        result = check_parameter_count(model, trainable=trainable, frozen=frozen, total=total)
+        if not result.passed:
+            text = messages.describe_parameter_count(result)
+            info = messages.torchinfo_line(parameter_summary(model))
+            self._torchcheck_fail(msg, text + (f"\n{messages.INDENT}{info}" if info else ""))
+
+    def assertAllFinite(self, value: Any, msg: Any = None) -> None:
+        """No NaN or inf in a tensor, a structure of tensors, or a module (parameters, buffers, grads).
+
+        >>> self.assertAllFinite(model(x))
+        """
+        result = check_all_finite(value)
+        if not result.passed:
+            self._torchcheck_fail(msg, messages.describe_all_finite(result))
+
+    def assertOutputRange(self, model_or_value: Any, inputs: Any = None, *, low: Optional[float] = None,
+                          high: Optional[float] = None, msg: Any = None) -> None:
+        """Every output element lies in ``[low, high]`` (inclusive); NaN is out of range.
+
+        >>> self.assertOutputRange(classifier, x, low=0.0, high=1.0)
+        """
+        result = check_output_range(model_or_value, inputs, low=low, high=high)
+        if not result.passed:
+            self._torchcheck_fail(msg, messages.describe_output_range(result))
+
+    def assertCanOverfitBatch(self, model: nn.Module, inputs: Any, target: Any = None, *, steps: int = 50,
+                              loss_fn: Optional[Callable] = None, optimizer: Optional[torch.optim.Optimizer] = None,
+                              min_decrease: float = 0.5, msg: Any = None) -> OverfitResult:
+        """``steps`` optimizer steps on one batch cut the loss by ``min_decrease`` (runs on a copy).
+
+        >>> self.assertCanOverfitBatch(model, x, y, steps=30)
+        """
+        result = check_can_overfit_batch(model, inputs, target, steps=steps, loss_fn=loss_fn, optimizer=optimizer,
+                                         min_decrease=min_decrease)
+        if not result.passed:
+            self._torchcheck_fail(msg, messages.describe_overfit(result))
+        return result
+
+    def assertStateDictRoundTrip(self, model: nn.Module, inputs: Any, msg: Any = None) -> None:
+        """Saving and loading the state dict into a scrambled copy reproduces the eval outputs.
+
+        >>> self.assertStateDictRoundTrip(model, x)
+        """
+        result = check_state_dict_round_trip(model, inputs)
+        if not result.passed:
+            self._torchcheck_fail(msg, messages.describe_state_dict_round_trip(result))
 
 
 class ModelTestCase(ModelAssertionsMixin, unittest.TestCase):

@@ -24,6 +24,8 @@ from .results import (
     DtypeResult,
     ForwardShapeResult,
     LossResult,
+    OverfitResult,
+    ParameterCountResult,
     ParameterRecord,
     ParameterSummary,
     ParameterUpdateReport,
@@ -347,8 +349,72 @@ def stale_warning(report: ParameterUpdateReport) -> str:
 # -------------------------------------------------------------------------- value checks
 
 
-def describe_values(result: ValueCheckResult, head: str) -> str:
+def _findings(result: ValueCheckResult) -> List[str]:
     lines = capped([f"{f.path}: {f.detail}" for f in result.findings])
-    for key, value in result.details:
-        lines.append(f"{key}: {value}")
+    return lines + [f"{key}: {value}" for key, value in result.details]
+
+
+def describe_all_finite(result: ValueCheckResult) -> str:
+    head = f"Non-finite values in {ratio(len(result.findings), result.leaves_checked)} tensors"
+    return block(head, _findings(result))
+
+
+def describe_output_range(result: ValueCheckResult) -> str:
+    bounds = dict(result.details).get("range", "")
+    head = f"Values outside {bounds.replace(' inclusive', '')} in {ratio(len(result.findings), result.leaves_checked)} tensors"
+    return block(head, _findings(result))
+
+
+def describe_batch_independent(result: ValueCheckResult) -> str:
+    head = "Samples of a batch interact: an output sample depends on other input samples (eval mode)"
+    lines = _findings(result)
+    lines.append("typical causes: softmax/mean/normalisation over the batch dimension, an RNN without "
+                 "batch_first=True fed (batch, time, ...) data, a cat/view/reshape that moves the batch dimension")
+    return block(head, lines)
+
+
+def describe_deterministic(result: ValueCheckResult) -> str:
+    head = f"Outputs differ between two eval-mode passes on the same inputs in {ratio(len(result.findings), result.leaves_checked)} tensors"
+    lines = _findings(result)
+    lines.append("typical causes: F.dropout(x, training=True) or torch.rand/randn in forward, a submodule "
+                 "that overrides eval(), state updated during forward")
+    return block(head, lines)
+
+
+def describe_state_dict_round_trip(result: ValueCheckResult) -> str:
+    head = f"Outputs differ after a state_dict save/load round trip in {ratio(len(result.findings), max(result.leaves_checked, 1))} tensors"
+    return block(head, _findings(result))
+
+
+def describe_overfit(result: OverfitResult) -> str:
+    dec = result.decrease
+    if any(v != v or abs(v) == float("inf") for v in result.losses):
+        bad = next(i for i, v in enumerate(result.losses) if v != v or abs(v) == float("inf"))
+        head = f"Loss became non-finite ({number(result.losses[bad])}) at step {bad} of {result.steps} on one batch"
+    else:
+        head = (f"Loss did not fall enough on one batch: {number(result.initial)} -> {number(result.final)} in "
+                f"{result.steps} steps ({'n/a' if dec != dec else f'{100 * dec:.1f}%'} decrease, expected >= "
+                f"{100 * result.min_decrease:.0f}%)")
+    losses = result.losses
+    trace = ", ".join(number(v) for v in losses[:5]) + (" ... " + ", ".join(number(v) for v in losses[-3:]) if len(losses) > 8 else "")
+    lines = [f"best {number(result.best)}; optimizer {result.optimizer}", f"losses: {trace}"]
+    if not (result.initial > 0):
+        lines.append("the initial loss is not positive: a fraction of it cannot measure progress")
+    lines.append("typical causes: a detached output, a layer outside the optimizer, lr 0, a final activation "
+                 "that saturates (ReLU before a regression head), a loss on the wrong tensor")
+    return block(head, lines)
+
+
+def describe_parameter_count(result: ParameterCountResult) -> str:
+    mism = result.mismatches
+    head = "Parameter count mismatch: " + "; ".join(f"{k} {got:,} elements, expected {want:,}" for k, want, got in mism)
+    s = result.summary
+    lines = [summary_line(s)]
+    if s.shared:
+        lines.append("tied tensors counted once: " + ", ".join(f"{n} (also: {', '.join(a)})" for n, a in s.shared[:5]))
+    if s.modules:
+        lines.append("per module: " + cut("; ".join(f"{m.name or '<root>'} ({m.kind}) {m.elements:,}" for m in s.modules), 300))
+    if result.suspects:
+        lines.append("possibly unregistered (never counted, trained or saved):")
+        lines += capped(["  " + x for x in result.suspects])
     return block(head, lines)

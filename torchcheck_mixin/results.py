@@ -147,6 +147,23 @@ class ParameterSummary:
         return self.torchinfo_total is None or self.torchinfo_total == self.elements
 
 
+@dataclass(frozen=True)
+class ParameterCountResult:
+    expected: Tuple[Tuple[str, int], ...]  # (which, expected) for each count given
+    actual: Tuple[Tuple[str, int], ...]  # ("total"|"trainable"|"frozen", elements)
+    summary: ParameterSummary
+    suspects: Tuple[str, ...]  # unregistered modules/tensors, floating buffers
+
+    @property
+    def mismatches(self) -> Tuple[Tuple[str, int, int], ...]:
+        got = dict(self.actual)
+        return tuple((k, v, got[k]) for k, v in self.expected if got[k] != v)
+
+    @property
+    def passed(self) -> bool:
+        return not self.mismatches
+
+
 # ---------------------------------------------------------------------------- parameter updates
 
 # Every parameter gets exactly one of these.
@@ -262,6 +279,27 @@ class ParameterUpdateReport:
 
 
 # ------------------------------------------------------------------------ results of later checks
+
+
+@dataclass(frozen=True)
+class OverfitResult:
+    steps: int
+    initial: float
+    final: float
+    best: float
+    min_decrease: float
+    losses: Tuple[float, ...]
+    optimizer: str
+
+    @property
+    def decrease(self) -> float:
+        if not (self.initial > 0) or self.initial != self.initial:
+            return float("nan")
+        return (self.initial - self.final) / self.initial
+
+    @property
+    def passed(self) -> bool:
+        return all(v == v and abs(v) != float("inf") for v in self.losses) and self.decrease >= self.min_decrease
 
 
 @dataclass(frozen=True)

@@ -57,27 +57,30 @@ def tensor_leaves(value: Any) -> List[Tuple[Path, torch.Tensor]]:
     return [(p, leaf) for p, leaf in leaves(value) if isinstance(leaf, torch.Tensor)]
 
 
-def map_tensors(fn: Callable[[torch.Tensor], Any], value: Any) -> Any:
-    """Rebuild ``value`` with ``fn`` applied to each tensor; containers keep their type.
+def map_with_path(fn: Callable[[Path, Any], Any], value: Any, path: Path = ()) -> Any:
+    """Rebuild ``value`` with ``fn(path, leaf)`` applied to every leaf; containers keep their type.
 
     Mappings that cannot be rebuilt from a dict (exotic user classes) come back as plain dicts;
     namedtuples are rebuilt field by field.
     """
-    if isinstance(value, torch.Tensor):
-        return fn(value)
     if isinstance(value, Mapping):
-        items = {k: map_tensors(fn, v) for k, v in value.items()}
+        items = {k: map_with_path(fn, v, path + (k,)) for k, v in value.items()}
         try:
             return type(value)(items)
         except Exception:  # a Mapping type whose constructor takes something else
             return items
     if is_namedtuple(value):
-        return type(value)(*(map_tensors(fn, v) for v in value))
+        return type(value)(*(map_with_path(fn, v, path + (k,)) for k, v in zip(value._fields, value)))
     if isinstance(value, tuple):
-        return tuple(map_tensors(fn, v) for v in value)
+        return tuple(map_with_path(fn, v, path + (i,)) for i, v in enumerate(value))
     if isinstance(value, list):
-        return [map_tensors(fn, v) for v in value]
-    return value
+        return [map_with_path(fn, v, path + (i,)) for i, v in enumerate(value)]
+    return fn(path, value)
+
+
+def map_tensors(fn: Callable[[torch.Tensor], Any], value: Any) -> Any:
+    """Rebuild ``value`` with ``fn`` applied to each tensor (other leaves unchanged)."""
+    return map_with_path(lambda _, leaf: fn(leaf) if isinstance(leaf, torch.Tensor) else leaf, value)
 
 
 def format_path(path: Path) -> str:

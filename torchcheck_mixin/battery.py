@@ -1,0 +1,203 @@
+"""A declarative battery: describe the model in class attributes, inherit the standard tests.
+
+::
+
+    class TestTagger(ModelBattery):
+        model_factory = lambda: Tagger(vocab=100, tags=5)
+        input_factory = lambda: torch.randint(0, 100, (4, 12))
+        target_factory = lambda: torch.randint(0, 5, (4, 5, 12))
+        expected_output_shape = ("B", 5, "T")
+        expected_dtype = torch.float32
+        expected_parameter_count = 9_125
+        allow_not_updated = ()
+        check_can_overfit_batch = "too slow for the unit suite"   # opt out, with a reason
+
+The tests are added to a subclass when it is created (``__init_subclass__``, no metaclass), and
+only when the subclass sets ``model_factory`` and ``input_factory``: the base class itself, a
+half-configured intermediate class and suites that only mix in the assertions have no generated
+tests, so unittest and pytest collect nothing from them.
+
+Each generated test has a flag ``check_<name>``: ``True`` runs it, ``False`` or a string skips it
+(the string is the skip reason). Tests whose expectation is not given (``expected_output_shape``
+and friends) are skipped with a reason that says what to set. A test method the class defines
+itself is never replaced.
+
+Factories may be plain functions or lambdas (called without arguments), staticmethods,
+classmethods, classes, or methods taking ``self``.
+"""
+
+import inspect
+from typing import Any, Callable, Dict, Tuple
+
+from .assertions import ModelTestCase
+
+__unittest = True
+
+
+def _make(name: str) -> Callable[[Any], None]:
+    def test(self: "ModelBattery") -> None:
+        flag = getattr(self, f"check_{name}", True)
+        if flag is not True:
+            self.skipTest(flag if isinstance(flag, str) else f"check_{name} = False")
+        getattr(self, f"_battery_{name}")()
+
+    test.__name__ = f"test_{name}"
+    test.__doc__ = f"Battery: {name.replace('_', ' ')} (opt out with check_{name} = False or a reason)."
+    return test
+
+
+BATTERY_TESTS: Tuple[str, ...] = (
+    "forward_shape",
+    "output_dtype",
+    "parameters_updated",
+    "optimizer_step",
+    "parameter_count",
+    "all_finite",
+    "loss_scalar_non_negative",
+    "batch_independent",
+    "deterministic",
+    "state_dict_round_trip",
+    "can_overfit_batch",
+)
+
+
+class ModelBattery(ModelTestCase):
+    """Set the class attributes below in a subclass to inherit the standard model tests."""
+
+    model_factory: Any = None  # () -> nn.Module, a fresh model for each test
+    input_factory: Any = None  # () -> inputs (Tensor, tuple, dict)
+    target_factory: Any = None  # () -> target, optional
+    loss_fn: Any = None  # (output, target) -> scalar; default: see torchcheck_mixin.losses
+    optimizer_factory: Any = None  # (params) -> Optimizer, for the snapshot test; default plain SGD
+    expected_output_shape: Any = None
+    expected_dtype: Any = None
+    expected_parameter_count: Any = None  # an int (total elements) or {"total"/"trainable"/"frozen": int}
+    allow_not_updated: Any = ()
+    expect_frozen: Any = ()
+    batch_dependent: bool = False  # True for models that mix samples on purpose
+    update_trials: int = 1
+    overfit_steps: int = 50
+    overfit_min_decrease: float = 0.5
+    output_range: Any = None  # (low, high) for assertOutputRange, optional
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls._battery_configured():
+            for name in BATTERY_TESTS:
+                if f"test_{name}" not in cls.__dict__:
+                    setattr(cls, f"test_{name}", _make(name))
+
+    @classmethod
+    def _battery_configured(cls) -> bool:
+        return cls.model_factory is not None and cls.input_factory is not None
+
+    # ----------------------------------------------------------------------------- factories
+
+    def _factory(self, attr: str, *args: Any) -> Any:
+        raw = inspect.getattr_static(type(self), attr)
+        if isinstance(raw, staticmethod):
+            return raw.__func__(*args)
+        if isinstance(raw, classmethod):
+            return raw.__func__(type(self), *args)
+        if inspect.isfunction(raw):
+            params = list(inspect.signature(raw).parameters)
+            return raw(self, *args) if params[:1] == ["self"] else raw(*args)
+        if callable(raw):
+            return raw(*args)
+        raise TypeError(f"{attr} must be callable, got {type(raw).__name__}")
+
+    def _model(self) -> Any:
+        return self._factory("model_factory")
+
+    def _inputs(self) -> Any:
+        return self._factory("input_factory")
+
+    def _target(self) -> Any:
+        return self._factory("target_factory") if type(self).target_factory is not None else None
+
+    def _loss(self) -> Any:
+        raw = inspect.getattr_static(type(self), "loss_fn")
+        if raw is None:
+            return None
+        return raw.__func__ if isinstance(raw, staticmethod) else raw
+
+    def _require(self, attr: str) -> Any:
+        value = getattr(type(self), attr)
+        if value is None:
+            self.skipTest(f"set {attr} to run this test")
+        return value
+
+    # ----------------------------------------------------------------------------- the tests
+
+    def _battery_forward_shape(self) -> None:
+        self.assertForwardShape(self._model(), self._inputs(), self._require("expected_output_shape"))
+
+    def _battery_output_dtype(self) -> None:
+        expected = self._require("expected_dtype")
+        from .forward import run_forward
+
+        self.assertDtype(run_forward(self._model(), self._inputs()), expected)
+
+    def _battery_parameters_updated(self) -> None:
+        self.assertParametersUpdated(
+            self._model(), self._inputs(), self._target(), loss_fn=self._loss(),
+            allow_not_updated=self.allow_not_updated, expect_frozen=self.expect_frozen, trials=self.update_trials,
+        )
+
+    def _battery_optimizer_step(self) -> None:
+        model = self._model()
+        optimizer = None
+        if type(self).optimizer_factory is not None:
+            optimizer = self._factory("optimizer_factory", [p for p in model.parameters() if p.requires_grad])
+        self.assertParametersUpdated(
+            model, self._inputs(), self._target(), mode="snapshot", loss_fn=self._loss(), optimizer=optimizer,
+            allow_not_updated=self.allow_not_updated, expect_frozen=self.expect_frozen, trials=self.update_trials,
+        )
+
+    def _battery_parameter_count(self) -> None:
+        expected = self._require("expected_parameter_count")
+        counts: Dict[str, int] = dict(expected) if isinstance(expected, dict) else {"total": expected}
+        self.assertParameterCount(self._model(), **counts)
+
+    def _battery_all_finite(self) -> None:
+        from .forward import run_forward
+
+        model = self._model()
+        self.assertAllFinite(model)
+        self.assertAllFinite(run_forward(model, self._inputs()))
+        if self.output_range is not None:
+            low, high = self.output_range
+            self.assertOutputRange(model, self._inputs(), low=low, high=high)
+
+    def _battery_loss_scalar_non_negative(self) -> None:
+        if type(self).target_factory is None and self._loss() is None:
+            self.skipTest("set target_factory (and loss_fn) to check the loss")
+        import torch
+
+        from . import calling
+        from .forward import run_forward
+        from .losses import compute_loss
+
+        model = self._model()
+        output = run_forward(model, self._inputs())
+        target = self._target()
+        if target is not None:
+            target = calling.to_device(target, calling.model_device(model))
+        gen = torch.Generator().manual_seed(0)
+        self.assertLossScalarNonNegative(compute_loss(output, target, self._loss(), gen))
+
+    def _battery_batch_independent(self) -> None:
+        if self.batch_dependent:
+            self.skipTest("batch_dependent = True: the model mixes samples on purpose")
+        self.assertBatchIndependent(self._model(), self._inputs())
+
+    def _battery_deterministic(self) -> None:
+        self.assertDeterministic(self._model(), self._inputs())
+
+    def _battery_state_dict_round_trip(self) -> None:
+        self.assertStateDictRoundTrip(self._model(), self._inputs())
+
+    def _battery_can_overfit_batch(self) -> None:
+        self.assertCanOverfitBatch(self._model(), self._inputs(), self._target(), loss_fn=self._loss(),
+                                   steps=self.overfit_steps, min_decrease=self.overfit_min_decrease)
+

@@ -1,0 +1,506 @@
+"""Distributed helpers for torchcheck_mixin (DDP, FSDP2 ``fully_shard``, DTensor).
+
+Small, pure functions (torch + stdlib only) that let the assertion engine run
+the *same* check on every rank of a process group and reach the *same* verdict
+everywhere, at the cost of one collective per check.
+
+Semantics
+---------
+* **A parameter counts as updated if it is updated on any rank.**  Each rank
+  computes its per-parameter statistics (``max |grad|``, ``max |change|``,
+  a 0/1 non-finite flag, ...) over the values it holds locally -- the whole
+  tensor for a replicated (DDP) parameter, its own shard for a sharded
+  (FSDP / DTensor) parameter -- and the statistics are combined with an
+  element-wise MAX over all ranks.  For a sharded parameter the MAX of the
+  per-shard maxima is the maximum over the full tensor; for a replicated
+  parameter it is "the largest value seen on any rank".
+* **Every rank reaches the same verdict**, because after the MAX all-reduce
+  every rank holds bit-identical statistics and applies the same thresholds.
+  (NaN entries are turned into ``+inf`` before the reduction: gloo's MAX does
+  not propagate NaN reliably -- measured on torch 2.13/gloo: MAX(nan, 1) ->
+  nan but MAX(1, nan) -> 1.)
+* **One collective per check.**  The engine stacks all statistics into one
+  ``stats[n_params, k]`` tensor and calls :func:`reduce_max_across_ranks`
+  once, then does a single ``.tolist()``.  Parameters must be iterated in the
+  same order on every rank (``named_parameters()`` of the unwrapped module).
+* Without an initialised process group everything here is a cheap no-op, so
+  the engine can call these helpers unconditionally.
+
+Wrappers
+--------
+* ``torch.compile`` (``OptimizedModule`` -> ``._orig_mod``), ``nn.DataParallel``
+  and ``DistributedDataParallel`` (``.module``) are *wrappers*: run checks on
+  the inner module (:func:`unwrap`).  A forward plus ``torch.autograd.grad`` on
+  ``ddp.module`` never touches DDP's reducer, issues no collective and leaves
+  the user's next DDP training step working.  Do **not** call
+  ``loss.backward()`` through ``ddp.module``: if the user left a DDP forward
+  without a backward, the reducer's hooks are armed and *fire* (they
+  all-reduce), which can deadlock when ranks disagree.
+* FSDP2 (``fully_shard``) is *not* a wrapper: it swaps the module's class in
+  place and keeps names unchanged; parameters are ``DTensor`` with the global
+  shape in ``p.shape``.  ``torch.autograd.grad`` w.r.t. FSDP-managed
+  parameters returns ``None`` for all of them (the graph goes through the
+  all-gathered unsharded parameters), so gradients must be obtained with
+  ``loss.backward()`` on the FSDP module and read from ``p.grad`` (sharded,
+  already averaged) -- see :func:`needs_backward_for_grads`.  Legacy
+  ``FullyShardedDataParallel`` (needs ``device_id=torch.device("cpu")`` on a
+  CPU-only machine) adds a ``_fsdp_wrapped_module.`` name component that
+  :func:`clean_name` strips.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from torch import nn
+
+__all__ = [
+    "WRAPPER_NAME_COMPONENTS",
+    "is_distributed_active",
+    "get_rank",
+    "get_world_size",
+    "unwrap",
+    "clean_name",
+    "named_parameters",
+    "is_dtensor",
+    "local_view",
+    "global_shape",
+    "global_numel",
+    "legacy_fsdp_full_shapes",
+    "grad_to_local",
+    "local_abs_max",
+    "local_nonfinite",
+    "reduce_max_across_ranks",
+    "is_ddp",
+    "is_fsdp_managed",
+    "needs_backward_for_grads",
+    "reshard_fsdp",
+    "DDP_UNUSED_PARAMETERS_MARKER",
+    "is_ddp_unused_parameters_error",
+    "ddp_reducer_parameter_names",
+    "ddp_unused_parameter_names",
+]
+
+#: Name components inserted by wrappers *inside* a module tree.  They are
+#: underscored, so they cannot collide with ordinary user attribute names and
+#: can be removed wherever they appear in a dotted parameter name.
+WRAPPER_NAME_COMPONENTS = (
+    "_orig_mod",  # torch.compile'd submodule (OptimizedModule)
+    "_fsdp_wrapped_module",  # legacy FullyShardedDataParallel
+    "_checkpoint_wrapped_module",  # activation checkpoint_wrapper
+)
+
+
+# --------------------------------------------------------------------------
+# process group state
+# --------------------------------------------------------------------------
+def is_distributed_active() -> bool:
+    """True iff ``torch.distributed`` is available and a default process group
+    is initialised (world size 1 included)."""
+    dist = _dist()
+    return dist is not None and dist.is_initialized()
+
+
+def get_rank(group=None) -> int:
+    """Rank in ``group`` (default group), or 0 without a process group."""
+    return _dist().get_rank(group) if is_distributed_active() else 0
+
+
+def get_world_size(group=None) -> int:
+    """World size of ``group``, or 1 without a process group."""
+    return _dist().get_world_size(group) if is_distributed_active() else 1
+
+
+def _dist():
+    try:
+        import torch.distributed as dist
+    except Exception:  # pragma: no cover - exotic builds
+        return None
+    return dist if dist.is_available() else None
+
+
+# --------------------------------------------------------------------------
+# wrappers and names
+# --------------------------------------------------------------------------
+def _optimized_module_type():
+    # torch._dynamo is imported lazily (importing it costs seconds); if it has
+    # not been imported, no OptimizedModule can exist in this process.
+    mod = sys.modules.get("torch._dynamo.eval_frame")
+    return getattr(mod, "OptimizedModule", None) if mod is not None else None
+
+
+def _data_parallel_types() -> tuple:
+    types = [nn.DataParallel]
+    ddp = getattr(nn.parallel, "DistributedDataParallel", None)
+    if isinstance(ddp, type):
+        types.append(ddp)
+    return tuple(types)
+
+
+def is_ddp(model: nn.Module) -> bool:
+    """True if ``model`` (or a compile/DataParallel wrapper chain leading to
+    it) is a ``DistributedDataParallel`` instance."""
+    ddp = getattr(nn.parallel, "DistributedDataParallel", None)
+    m = model
+    for _ in range(64):
+        if isinstance(ddp, type) and isinstance(m, ddp):
+            return True
+        nxt = _unwrap_once(m)
+        if nxt is None:
+            return False
+        m = nxt[0]
+    return False
+
+
+def _unwrap_once(m: nn.Module) -> Optional[Tuple[nn.Module, str]]:
+    opt = _optimized_module_type()
+    if opt is not None and isinstance(m, opt):
+        return m._orig_mod, "_orig_mod."
+    if isinstance(m, _data_parallel_types()):
+        return m.module, "module."
+    return None
+
+
+def unwrap(model: nn.Module) -> Tuple[nn.Module, str]:
+    """Strip ``torch.compile`` / ``DataParallel`` / ``DistributedDataParallel``
+    wrappers, repeatedly and in any nesting order.
+
+    Returns ``(inner_module, prefix_removed)`` where ``prefix_removed`` is the
+    concatenation of the removed name components, e.g. ``"module._orig_mod."``
+    for ``DDP(torch.compile(m))`` (``""`` when nothing was unwrapped), so that
+    ``wrapper_name == prefix_removed + inner_name``.
+
+    FSDP is deliberately not unwrapped: ``fully_shard`` is not a wrapper, and
+    the module inside a legacy ``FullyShardedDataParallel`` cannot run forward
+    on its own (its parameters are flat shards).  Use :func:`clean_name` for
+    their names instead.
+    """
+    prefix = ""
+    m = model
+    seen = set()
+    while id(m) not in seen:
+        seen.add(id(m))
+        nxt = _unwrap_once(m)
+        if nxt is None:
+            break
+        m, p = nxt
+        prefix += p
+    return m, prefix
+
+
+_COMPONENT_RE = re.compile(
+    r"(?:^|(?<=\.))(?:%s)\." % "|".join(re.escape(c) for c in WRAPPER_NAME_COMPONENTS)
+)
+
+
+def clean_name(name: str, prefix: str = "") -> str:
+    """User-facing parameter name: drop a leading ``prefix`` (as returned by
+    :func:`unwrap`) and every wrapper component in
+    :data:`WRAPPER_NAME_COMPONENTS` wherever it appears.
+
+    >>> clean_name("module._orig_mod.fc.weight", "module._orig_mod.")
+    'fc.weight'
+    >>> clean_name("_fsdp_wrapped_module.layers.0._fsdp_wrapped_module.w")
+    'layers.0.w'
+    """
+    if prefix and name.startswith(prefix):
+        name = name[len(prefix):]
+    return _COMPONENT_RE.sub("", name)
+
+
+def named_parameters(model: nn.Module) -> List[Tuple[str, nn.Parameter]]:
+    """``[(clean_name, param), ...]`` of the unwrapped module, in
+    ``named_parameters()`` order (identical on every rank for identically
+    built models).  Shared parameters appear once, as in ``named_parameters``.
+    """
+    inner, _ = unwrap(model)
+    return [(clean_name(n), p) for n, p in inner.named_parameters()]
+
+
+# --------------------------------------------------------------------------
+# DTensor / sharded parameters
+# --------------------------------------------------------------------------
+def _dtensor_type():
+    mod = sys.modules.get("torch.distributed.tensor")
+    t = getattr(mod, "DTensor", None) if mod is not None else None
+    if t is None:
+        mod = sys.modules.get("torch.distributed._tensor")
+        t = getattr(mod, "DTensor", None) if mod is not None else None
+    return t
+
+
+def is_dtensor(t) -> bool:
+    """True if ``t`` is a ``DTensor`` (FSDP2 / tensor-parallel parameter or
+    gradient).  Never imports ``torch.distributed.tensor`` itself."""
+    dt = _dtensor_type()
+    return dt is not None and isinstance(t, dt)
+
+
+def local_view(p: torch.Tensor) -> torch.Tensor:
+    """Detached tensor holding the values this rank owns: ``p.to_local()`` for
+    a DTensor (its shard; possibly empty for uneven shards, e.g. a size-3 bias
+    on 2 ranks is 2 + 1 rows, a size-1 bias is 1 + 0), ``p`` itself otherwise.
+    No communication."""
+    if is_dtensor(p):
+        return p.to_local().detach()
+    return p.detach()
+
+
+def global_shape(p: torch.Tensor, full_shapes: Optional[Dict[int, torch.Size]] = None) -> Tuple[int, ...]:
+    """Full (unsharded) shape as a tuple of ints, without communication.
+
+    DTensor: ``p.shape`` already is the global shape.  Plain tensors: their
+    shape, unless ``full_shapes`` (see :func:`legacy_fsdp_full_shapes`) maps
+    ``id(p)`` to the original shape of a legacy-FSDP flattened shard.
+    """
+    if full_shapes is not None and id(p) in full_shapes:
+        return tuple(full_shapes[id(p)])
+    return tuple(p.shape)
+
+
+def global_numel(p: torch.Tensor, full_shapes: Optional[Dict[int, torch.Size]] = None) -> int:
+    """Full (unsharded) element count; ``DTensor.numel()`` is global."""
+    n = 1
+    for s in global_shape(p, full_shapes):
+        n *= int(s)
+    return n
+
+
+def legacy_fsdp_full_shapes(model: nn.Module) -> Dict[int, torch.Size]:
+    """``{id(param): original_shape}`` for parameters of legacy
+    ``FullyShardedDataParallel(use_orig_params=True)`` units, whose
+    ``named_parameters()`` are 1-D local slices (e.g. ``(30,)``, ``(0,)``).
+    Reads FSDP's flat-parameter metadata (private API, best effort): returns
+    ``{}`` when there is no legacy FSDP or the metadata is unavailable.
+    ``use_orig_params=False`` exposes a single ``_flat_param`` and is not
+    mapped back to the original parameters."""
+    fsdp_mod = sys.modules.get("torch.distributed.fsdp")
+    fsdp_t = getattr(fsdp_mod, "FullyShardedDataParallel", None) if fsdp_mod else None
+    out: Dict[int, torch.Size] = {}
+    if fsdp_t is None:
+        return out
+    for m in model.modules():
+        if not isinstance(m, fsdp_t):
+            continue
+        try:
+            fp = m._handle.flat_param if m._handle is not None else None
+            params, shapes = getattr(fp, "_params", None), getattr(fp, "_shapes", None)
+            if params is not None and shapes is not None:
+                for q, s in zip(params, shapes):
+                    out[id(q)] = torch.Size(s)
+        except Exception:
+            continue
+    return out
+
+
+def grad_to_local(g: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """Turn a gradient that may be a DTensor into a plain local tensor suitable
+    for local reductions (``max |g|`` over the local values, combined later by
+    the MAX all-reduce).  ``None`` stays ``None``.
+
+    FSDP2 ``p.grad`` after ``backward()`` is ``Shard(0)`` and already averaged
+    across ranks; ``to_local()`` is free.  A ``Partial`` placement (pending
+    sum, possible with tensor parallelism) is first redistributed to
+    ``Replicate`` -- that is a collective, issued only in that case, and all
+    ranks hold the same placements so they issue it together.
+    """
+    if g is None:
+        return None
+    if is_dtensor(g):
+        placements = tuple(g.placements)
+        if any(pl.is_partial() for pl in placements):
+            from torch.distributed.tensor import Replicate
+
+            g = g.redistribute(
+                g.device_mesh, [Replicate() if pl.is_partial() else pl for pl in placements]
+            )
+        return g.to_local().detach()
+    return g.detach()
+
+
+def local_abs_max(t: Optional[torch.Tensor], device=None) -> torch.Tensor:
+    """0-d float32 tensor with ``max |t|`` over the local values (DTensor:
+    its shard, via :func:`grad_to_local`); 0 for ``None`` or an empty shard.
+    NaN propagates.  On ``device`` if given, else on ``t``'s device (CPU for
+    ``None``).  No host synchronisation."""
+    if t is None:
+        return torch.zeros((), dtype=torch.float32, device=device)
+    t = grad_to_local(t)
+    if t.numel() == 0:
+        out = torch.zeros((), dtype=torch.float32, device=t.device)
+    else:
+        out = t.abs().amax().to(torch.float32)
+    return out if device is None else out.to(device)
+
+
+def local_nonfinite(t: Optional[torch.Tensor], device=None) -> torch.Tensor:
+    """0-d float32 tensor: 1.0 if any local value is NaN/inf, else 0.0
+    (``None``, empty and integer tensors give 0.0)."""
+    if t is None:
+        return torch.zeros((), dtype=torch.float32, device=device)
+    t = grad_to_local(t)
+    if t.numel() == 0 or not (t.is_floating_point() or t.is_complex()):
+        out = torch.zeros((), dtype=torch.float32, device=t.device)
+    else:
+        out = (~torch.isfinite(t)).any().to(torch.float32)
+    return out if device is None else out.to(device)
+
+
+# --------------------------------------------------------------------------
+# the one collective
+# --------------------------------------------------------------------------
+def _collective_device(t: torch.Tensor, group) -> torch.device:
+    """Device on which ``group``'s backend can reduce ``t``."""
+    dist = _dist()
+    backend = str(dist.get_backend(group)).lower()
+    if ":" in backend:  # e.g. "cpu:gloo,cuda:nccl" -> per-device dispatch
+        types = {part.split(":", 1)[0].strip() for part in backend.split(",")}
+        if t.device.type in types:
+            return t.device
+        return torch.device("cpu") if "cpu" in types else t.device
+    if backend == "gloo":
+        return torch.device("cpu")
+    if backend == "nccl":
+        if t.device.type == "cuda":
+            return t.device
+        return torch.device("cuda", torch.cuda.current_device())
+    return t.device
+
+
+def reduce_max_across_ranks(t: torch.Tensor, group=None) -> torch.Tensor:
+    """Element-wise MAX of ``t`` over all ranks of ``group`` with exactly one
+    ``all_reduce``; every rank gets the same result.
+
+    ``t`` is typically the engine's ``stats[n_params, k]`` float tensor of
+    non-negative statistics; any shape works, including 0 parameters.
+    * Without an initialised process group: returns ``t`` unchanged (same
+      object, no copy, no sync).
+    * Otherwise returns a *new* tensor with ``t``'s device and dtype; ``t`` is
+      never modified.  NaN entries become ``+inf`` first (gloo's MAX is not
+      NaN-propagating).  The reduction runs on a device the backend supports
+      (CPU for gloo, CUDA for nccl, the tensor's device for a mixed
+      ``cpu:gloo,cuda:nccl`` group); the copy there and back is done here.
+    * Must be called by every rank of ``group``, with the same shape and
+      dtype, or it deadlocks until the process group timeout.
+    """
+    if not is_distributed_active():
+        return t
+    dist = _dist()
+    with torch.no_grad():
+        src = t.detach()
+        if src.is_floating_point():
+            src = torch.nan_to_num(src, nan=float("inf"))
+        dev = _collective_device(src, group)
+        buf = src.to(device=dev, copy=True).contiguous()
+        dist.all_reduce(buf, op=dist.ReduceOp.MAX, group=group)
+        return buf.to(device=t.device, dtype=t.dtype)
+
+
+# --------------------------------------------------------------------------
+# FSDP detection
+# --------------------------------------------------------------------------
+def _fsdp_types() -> tuple:
+    """(FSDPModule, FullyShardedDataParallel) classes that exist *and* have
+    been imported; a model can only be FSDP-managed if they were."""
+    mod = sys.modules.get("torch.distributed.fsdp")
+    if mod is None:
+        return ()
+    return tuple(
+        t
+        for t in (getattr(mod, "FSDPModule", None), getattr(mod, "FullyShardedDataParallel", None))
+        if isinstance(t, type)
+    )
+
+
+def is_fsdp_managed(model: nn.Module) -> bool:
+    """True if any submodule is sharded by FSDP2 (``fully_shard`` ->
+    ``FSDPModule``) or wrapped by legacy ``FullyShardedDataParallel``.  Cheap
+    when FSDP was never imported (then it is always False)."""
+    types = _fsdp_types()
+    if not types:
+        return False
+    inner, _ = unwrap(model)
+    return any(isinstance(m, types) for m in inner.modules())
+
+
+def needs_backward_for_grads(model: nn.Module) -> bool:
+    """True when ``torch.autograd.grad(loss, params)`` cannot be used.
+
+    Measured on torch 2.13 (FSDP2 and legacy FSDP with use_orig_params=True):
+    ``autograd.grad`` w.r.t. the sharded parameters returns ``None`` for every
+    parameter.  The engine must then run ``loss.backward()`` on the FSDP model
+    (after saving and clearing ``p.grad``), read ``p.grad`` (DTensor shard,
+    averaged over ranks) and restore the saved grads.  Every rank must run
+    the same forward/backward (FSDP issues all-gathers/reduce-scatters)."""
+    return is_fsdp_managed(model)
+
+
+def reshard_fsdp(model: nn.Module) -> None:
+    """Call ``reshard()`` on every FSDP2 module so all parameters are sharded
+    DTensors again.  After a forward without backward (e.g. under
+    ``torch.no_grad``) the *root* FSDP module keeps its parameters unsharded
+    as plain ``nn.Parameter`` of full shape; take before/after snapshots only
+    after resharding so their shapes match.  Local operation, no collective."""
+    mod = sys.modules.get("torch.distributed.fsdp")
+    fsdp2 = getattr(mod, "FSDPModule", None) if mod is not None else None
+    if not isinstance(fsdp2, type):
+        return
+    for m in model.modules():
+        if isinstance(m, fsdp2):
+            m.reshard()
+
+
+# --------------------------------------------------------------------------
+# DDP reducer errors
+# --------------------------------------------------------------------------
+#: Start of the RuntimeError raised by DDP (find_unused_parameters=False) in
+#: the *forward* of the iteration after one in which some parameter got no
+#: gradient.
+DDP_UNUSED_PARAMETERS_MARKER = "Expected to have finished reduction in the prior iteration"
+
+_INDICES_RE = re.compile(r"Parameter indices which did not receive grad for rank (\d+):((?:\s+\d+)+)")
+_NAMES_RE = re.compile(r"Parameters which did not receive grad for rank (\d+):\s*([^\n]+)")
+
+
+def is_ddp_unused_parameters_error(exc: BaseException) -> bool:
+    """True if ``exc`` is DDP's "unused parameters" reducer error."""
+    return isinstance(exc, RuntimeError) and DDP_UNUSED_PARAMETERS_MARKER in str(exc)
+
+
+def ddp_reducer_parameter_names(ddp_model: nn.Module) -> List[str]:
+    """Names (without ``module.``) in the order of DDP's reducer indices:
+    parameters of ``ddp.module`` that require grad and are not in
+    ``parameters_to_ignore``, de-duplicated."""
+    inner = ddp_model.module
+    ignore = set(getattr(ddp_model, "parameters_to_ignore", ()) or ())
+    return [
+        clean_name(n) for n, p in inner.named_parameters() if p.requires_grad and n not in ignore
+    ]
+
+
+def ddp_unused_parameter_names(exc: BaseException, ddp_model: Optional[nn.Module] = None) -> Optional[List[str]]:
+    """Parameter names reported by DDP's unused-parameter error, or ``None``
+    if ``exc`` is not that error.
+
+    The message always ends with ``Parameter indices which did not receive
+    grad for rank R: i j ...`` (indices into :func:`ddp_reducer_parameter_names`);
+    with ``TORCH_DISTRIBUTED_DEBUG=INFO`` it also contains ``Parameters which
+    did not receive grad for rank R: a.weight, a.bias``.  Names are returned
+    in reducer order when ``ddp_model`` is given, else as printed (or as
+    ``"#i"`` placeholders)."""
+    if not is_ddp_unused_parameters_error(exc):
+        return None
+    msg = str(exc)
+    m = _INDICES_RE.search(msg)
+    idx = [int(i) for i in m.group(2).split()] if m else []
+    if ddp_model is not None and idx:
+        order = ddp_reducer_parameter_names(ddp_model)
+        if all(i < len(order) for i in idx):
+            return [order[i] for i in idx]
+    m2 = _NAMES_RE.search(msg)
+    if m2:
+        return [clean_name(s.strip()) for s in m2.group(2).split(",") if s.strip()]
+    return ["#%d" % i for i in idx]

@@ -1,0 +1,262 @@
+"""Checks on values: finiteness, ranges, determinism at inference, state-dict round trips.
+
+Each returns a ``ValueCheckResult``: how many leaves were looked at and one ``Finding`` per
+offending leaf (its path, counts, first indices). Counting is done on the device and crosses to
+the host once per check; only the leaves that fail are inspected further for their indices.
+
+>>> check_all_finite(torch.tensor([1.0, float("nan")])).findings[0].detail
+'1 NaN, 0 inf of 2 elements; first NaN at (1,)'
+"""
+
+import copy
+import io
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+from torch import nn
+
+from . import calling, trees
+from .forward import run_forward
+from .results import Finding, ValueCheckResult
+from .state import ModelGuard, rng_guard
+
+__unittest = True
+
+FIRST_INDICES = 3
+
+
+def _first_indices(mask: torch.Tensor) -> Tuple[Tuple[int, ...], ...]:
+    idx = mask.nonzero()[:FIRST_INDICES].tolist()
+    return tuple(tuple(i) for i in idx)
+
+
+def _indices_text(indices: Tuple[Tuple[int, ...], ...]) -> str:
+    return ", ".join("(" + ", ".join(map(str, i)) + (",)" if len(i) == 1 else ")") for i in indices)
+
+
+def _value_leaves(value: Any, argname: str) -> List[Tuple[str, torch.Tensor]]:
+    """Named tensors of a module (parameters, buffers, existing grads) or of a value/structure."""
+    if isinstance(value, nn.Module):
+        module, _ = calling.unwrap(value)
+        out = [(f"parameter {n}", p) for n, p in module.named_parameters()]
+        out += [(f"grad of {n}", p.grad) for n, p in module.named_parameters() if p.grad is not None]
+        out += [(f"buffer {n}", b) for n, b in module.named_buffers()]
+        return out
+    if value is None:
+        raise TypeError(f"{argname} must be a tensor, a structure of tensors or a module, got None")
+    leaves = [(trees.describe_path(p, "value"), t) for p, t in trees.tensor_leaves(value)]
+    if not leaves:
+        raise ValueError(f"{argname} holds no tensor to check (got {type(value).__name__})")
+    return leaves
+
+
+def check_all_finite(value: Any) -> ValueCheckResult:
+    """No NaN or inf in a tensor, a structure, or a module's parameters, buffers and grads."""
+    leaves = [(n, t.detach()) for n, t in _value_leaves(value, "value")]
+    leaves = [(n, t.coalesce().values() if t.is_sparse else t) for n, t in leaves]
+    leaves = [(n, t) for n, t in leaves if t.is_floating_point() or t.is_complex()]
+    if not leaves:
+        return ValueCheckResult("all_finite", 0, (), (("note", "no floating-point tensor to check"),))
+    counts = torch.stack([
+        torch.stack([t.isnan().sum(), t.isinf().sum()]).cpu() for _, t in leaves
+    ]).tolist()  # one transfer per device
+    findings = []
+    for (name, t), (nans, infs) in zip(leaves, counts):
+        if nans or infs:
+            parts = [f"{nans:,} NaN, {infs:,} inf of {t.numel():,} elements"]
+            if nans:
+                parts.append(f"first NaN at {_indices_text(_first_indices(t.isnan()))}")
+            if infs:
+                parts.append(f"first inf at {_indices_text(_first_indices(t.isinf()))}")
+            findings.append(Finding(name, "; ".join(parts), count=nans + infs, total=t.numel()))
+    return ValueCheckResult("all_finite", len(leaves), tuple(findings))
+
+
+def _check_bound(name: str, low: Any, high: Any) -> None:
+    for arg, value in (("low", low), ("high", high)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise TypeError(f"{arg} must be a real number or None, got {type(value).__name__}")
+        if value is not None and value != value:
+            raise ValueError(f"{arg} must not be NaN")
+    if low is None and high is None:
+        raise ValueError(f"{name} needs low=, high= or both")
+    if low is not None and high is not None and low > high:
+        raise ValueError(f"low ({low}) is greater than high ({high})")
+
+
+def check_output_range(model_or_value: Any, inputs: Any = None, *, low: Optional[float] = None,
+                       high: Optional[float] = None, train: bool = False) -> ValueCheckResult:
+    """Every element of the output (or value) lies in ``[low, high]``; NaN is out of range."""
+    _check_bound("check_output_range", low, high)
+    if isinstance(model_or_value, nn.Module):
+        if inputs is None:
+            raise TypeError("inputs is required when model_or_value is a module")
+        value = run_forward(model_or_value, inputs, train=train)
+    else:
+        if inputs is not None:
+            raise TypeError("inputs is only used when model_or_value is a module")
+        value = model_or_value
+    leaves = [(trees.describe_path(p), t.detach()) for p, t in trees.tensor_leaves(value)]
+    if not leaves:
+        raise ValueError(f"the value holds no tensor to check (got {type(value).__name__})")
+    for name, t in leaves:
+        if t.is_complex():
+            raise TypeError(f"{name} is complex; ranges are defined for real values only")
+    stats = []
+    for _, t in leaves:
+        tf = t.double() if t.numel() else t.double().reshape(1).new_zeros(1)
+        below = (tf < low).sum() if low is not None else tf.new_zeros(()).long()
+        above = (tf > high).sum() if high is not None else tf.new_zeros(()).long()
+        stats.append(torch.stack([below.double(), above.double(), tf.isnan().sum().double(),
+                                  tf.nan_to_num(nan=0).amin().double() if t.numel() else tf.new_zeros(()),
+                                  tf.nan_to_num(nan=0).amax().double() if t.numel() else tf.new_zeros(())]).cpu())
+    host = torch.stack(stats).tolist()
+    findings = []
+    for (name, t), (below, above, nans, lo, hi) in zip(leaves, host):
+        bad = int(below + above + nans)
+        if bad:
+            parts = []
+            if below:
+                parts.append(f"{int(below):,} below {low} (min {lo:.6g})")
+            if above:
+                parts.append(f"{int(above):,} above {high} (max {hi:.6g})")
+            if nans:
+                parts.append(f"{int(nans):,} NaN")
+            mask = t.isnan()
+            if low is not None:
+                mask |= t < low
+            if high is not None:
+                mask |= t > high
+            detail = f"{bad:,} / {t.numel():,} elements out of {_interval(low, high)}: " + ", ".join(parts)
+            detail += f"; first at {_indices_text(_first_indices(mask))}"
+            findings.append(Finding(name, detail, count=bad, total=t.numel()))
+    return ValueCheckResult("output_range", len(leaves), tuple(findings),
+                            (("range", f"{_interval(low, high)} inclusive"),))
+
+
+def _interval(low: Optional[float], high: Optional[float]) -> str:
+    return f"[{'-inf' if low is None else f'{low:g}'}, {'inf' if high is None else f'{high:g}'}]"
+
+
+def _compare_outputs(a: Any, b: Any, rtol: float = 0.0, atol: float = 0.0) -> Tuple[int, List[Finding]]:
+    """Leafwise comparison, NaN equal to NaN; exact by default."""
+    la, lb = trees.tensor_leaves(a), dict(trees.tensor_leaves(b))
+    rows = []
+    for path, ta in la:
+        tb = lb.get(path)
+        if tb is None or ta.shape != tb.shape or ta.dtype != tb.dtype:
+            rows.append((path, None, ta, tb))
+            continue
+        if ta.is_floating_point() or ta.is_complex():
+            diff_mask = ~torch.isclose(ta, tb, rtol=rtol, atol=atol, equal_nan=True)
+            delta = (ta - tb).abs().nan_to_num(nan=0.0)
+            delta = delta.amax() if delta.numel() else delta.new_zeros(())
+        else:
+            diff_mask = ta != tb
+            delta = diff_mask.sum()
+        rows.append((path, torch.stack([diff_mask.sum().double(), delta.double()]).cpu(), ta, tb))
+    stacked = [r[1] for r in rows if r[1] is not None]
+    host = iter(torch.stack(stacked).tolist()) if stacked else iter(())
+    findings = []
+    for path, stat, ta, tb in rows:
+        where = trees.describe_path(path)
+        if stat is None:
+            got = "missing" if tb is None else f"shape {tuple(tb.shape)} {tb.dtype}"
+            findings.append(Finding(where, f"second output differs in structure: {got}, first was shape {tuple(ta.shape)} {ta.dtype}"))
+            continue
+        count, delta = next(host)
+        if count:
+            findings.append(Finding(where, f"{int(count):,} / {ta.numel():,} elements differ (max |diff| {delta:.3g})",
+                                    count=int(count), total=ta.numel()))
+    return len(la), findings
+
+
+def check_deterministic(model: nn.Module, inputs: Any, *, seed: int = 0) -> ValueCheckResult:
+    """Two eval-mode forward passes on the same inputs give identical outputs.
+
+    The RNG is *not* reseeded between the two passes: dropout or ``torch.rand`` left active at
+    inference draws different numbers and shows up as a difference.
+    """
+    calling.check_module(model)
+    calling.check_inputs(inputs)
+    module, _ = calling.unwrap(model)
+    device = calling.model_device(module)
+    x = calling.to_device(calling.resolve(inputs, calling.make_generator(seed, device), "inputs"), device)
+    with torch.no_grad(), ModelGuard(module, seed=seed, extra=x):
+        module.eval()
+        first = calling.call(module, x)
+        second = calling.call(module, x)
+    n, findings = _compare_outputs(first, second)
+    if n == 0:
+        raise ValueError("the model output holds no tensor to compare")
+    return ValueCheckResult("deterministic", n, tuple(findings), (("mode", "eval, two passes, RNG not reseeded"),))
+
+
+def check_state_dict_round_trip(model: nn.Module, inputs: Any, *, seed: int = 0) -> ValueCheckResult:
+    """Save the state dict (through ``torch.save``), load it into a scrambled copy, compare outputs.
+
+    The copy's parameters, buffers and any tensor held as a plain attribute are overwritten with
+    random values first, so whatever the state dict does not carry shows up as a difference.
+    """
+    calling.check_module(model)
+    calling.check_inputs(inputs)
+    module, _ = calling.unwrap(model)
+    device = calling.model_device(module)
+    x = calling.to_device(calling.resolve(inputs, calling.make_generator(seed, device), "inputs"), device)
+    details: List[Tuple[str, Any]] = []
+    with torch.no_grad(), ModelGuard(module, seed=seed, extra=x):
+        module.eval()
+        expected = calling.call(module, x)
+        buffer = io.BytesIO()
+        torch.save(module.state_dict(), buffer)
+        buffer.seek(0)
+        state = torch.load(buffer, map_location=device, weights_only=True)
+        twin = copy.deepcopy(module)
+        _scramble(twin)
+        keys = twin.load_state_dict(state, strict=False)
+        twin.eval()
+        actual = calling.call(twin, x)
+    findings: List[Finding] = []
+    if keys.missing_keys or keys.unexpected_keys:
+        findings.append(Finding("state_dict", f"missing keys {list(keys.missing_keys)[:10]}, unexpected keys "
+                                              f"{list(keys.unexpected_keys)[:10]}"))
+    n, diffs = _compare_outputs(expected, actual)
+    findings += diffs
+    if diffs:
+        from .counts import unregistered_state
+
+        stray = unregistered_state(module)
+        if stray:
+            details.append(("state the state dict does not carry", "; ".join(stray[:10])))
+    return ValueCheckResult("state_dict_round_trip", n, tuple(findings), tuple(details))
+
+
+def _reachable_modules(module: nn.Module) -> List[nn.Module]:
+    """Submodules, including modules kept in plain lists, tuples and dicts (unregistered ones)."""
+    seen: Dict[int, nn.Module] = {}
+    todo = [module]
+    while todo:
+        m = todo.pop()
+        if id(m) in seen:
+            continue
+        seen[id(m)] = m
+        todo.extend(m.children())
+        for value in vars(m).values():
+            items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else ()
+            todo.extend(v for v in items if isinstance(v, nn.Module))
+    return list(seen.values())
+
+
+def _scramble(module: nn.Module) -> None:
+    """Overwrite every tensor the copy holds (registered or not) with other values."""
+    with rng_guard(seed=12345):
+        for m in _reachable_modules(module):
+            tensors = list(m._parameters.values()) + list(m._buffers.values())
+            tensors += [v for v in vars(m).values() if isinstance(v, torch.Tensor)]
+            for t in tensors:
+                if t is None:
+                    continue
+                if t.is_floating_point() or t.is_complex():
+                    t.data.copy_(torch.randn(t.shape, dtype=t.dtype).to(t.device))
+                elif t.dtype != torch.bool and t.numel():
+                    t.data.add_(1)
