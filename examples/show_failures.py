@@ -1,0 +1,115 @@
+"""Print what the failure messages look like, on deliberately broken models and data.
+
+Run: python examples/show_failures.py
+"""
+
+import unittest
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from torchcheck_mixin import ModelTestCase
+
+
+class DetachedHead(nn.Module):
+    """A .detach() left in forward: the encoder never learns."""
+
+    def __init__(self):
+        super().__init__()
+        self.encoder = nn.Linear(8, 16)
+        self.unused = nn.Linear(16, 16)  # defined, never called
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.encoder(x)).detach())
+
+
+class MixesBatch(nn.Module):
+    """Softmax over the wrong dimension: every sample sees the others."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        return F.softmax(self.fc(x), dim=0)
+
+
+class MergesBatch(nn.Module):
+    """A view that folds the batch into the features."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.fc(x).view(-1)
+
+
+class Broken(ModelTestCase):
+    x = torch.randn(4, 8, generator=torch.Generator().manual_seed(0))
+
+    def test_forward_shape(self):
+        self.assertForwardShape(MergesBatch(), self.x, ("B", 3))
+
+    def test_structured_output(self):
+        model = nn.Linear(8, 3)
+        self.assertForwardShape(nn.ModuleDict({"m": model})["m"], self.x, ("B", 3))
+        self.assertDtype({"logits": model(self.x).double(), "ids": torch.zeros(4, dtype=torch.long)}, torch.float32)
+
+    def test_parameters_updated(self):
+        self.assertParametersUpdated(DetachedHead(), self.x, torch.randint(0, 3, (4,)))
+
+    def test_frozen_by_mistake(self):
+        model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+        model[0].requires_grad_(False)  # left over from a fine-tuning experiment
+        self.assertParametersUpdated(model, self.x)
+
+    def test_optimizer_misses_a_layer(self):
+        model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+        optimizer = torch.optim.SGD(model[2].parameters(), lr=0.1)
+        self.assertParametersUpdated(model, self.x, mode="snapshot", optimizer=optimizer)
+
+    def test_loss(self):
+        self.assertLossScalarNonNegative(F.cross_entropy(torch.randn(4, 3), torch.tensor([0, 1, 2, 0]), reduction="none"))
+
+    def test_loader(self):
+        loader = DataLoader(TensorDataset(torch.zeros(10, 8, 8, 3), torch.zeros(10, 1)), batch_size=4)
+        self.assertBatchShape(loader, ((4, 3, 8, 8), ("B",)))
+
+    def test_batch_independent(self):
+        self.assertBatchIndependent(MixesBatch(), self.x)
+
+    def test_unregistered_layers(self):
+        class Stack(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.layers = [nn.Linear(8, 8) for _ in range(2)]  # a plain list: never registered
+                self.out = nn.Linear(8, 3)
+
+            def forward(self, x):
+                for layer in self.layers:
+                    x = layer(x)
+                return self.out(x)
+
+        self.assertParameterCount(Stack(), total=2 * 72 + 27)
+
+
+def main() -> None:
+    suite = unittest.defaultTestLoader.loadTestsFromTestCase(Broken)
+    result = unittest.TestResult()
+    suite.run(result)
+    for test, text in result.failures + result.errors:
+        name = test.id().rsplit(".", 1)[-1]
+        message = text.strip().splitlines()
+        start = next(i for i, line in enumerate(message) if line.startswith(("AssertionError", "ValueError", "TypeError")))
+        print(f"--- {name}")
+        print("\n".join(message[start:]))
+        print()
+    print(f"{len(result.failures)} failures shown, {len(result.errors)} errors (expected 0 errors)")
+
+
+if __name__ == "__main__":
+    main()
