@@ -144,7 +144,7 @@ def describe_loss(result: LossResult) -> str:
     shape = format_shape(result.shape) if result.shape is not None else None
     lines: List[str] = []
     if "negative" in p:
-        head = f"Loss {result.value!r} is negative" + (f" (below -atol = {-result.atol:g})" if result.atol else "")
+        head = f"Loss {result.value:.6g} is negative" + (f" (below -atol = {-result.atol:g})" if result.atol else "")
         if result.value is not None and -1e-6 < result.value < 0:
             lines.append("a mathematically non-negative loss (KL divergence, ...) can be slightly "
                          "negative through rounding: pass atol=1e-6")
@@ -165,9 +165,9 @@ def describe_loss(result: LossResult) -> str:
         if extra in _LOSS_PROBLEMS:
             lines.append(_LOSS_PROBLEMS[extra])
         elif extra == "negative":
-            lines.append(f"the loss {result.value!r} is also negative")
+            lines.append(f"the loss {result.value:.6g} is also negative")
     if result.value is not None and "negative" not in p and p[0] not in ("nan", "posinf", "neginf"):
-        lines.append(f"value: {result.value!r}")
+        lines.append(f"value: {result.value:.6g}")
     lines.append(f"dtype: {result.dtype}" + (f", shape {shape}" if shape is not None else ""))
     return block(head, lines)
 
@@ -190,10 +190,10 @@ def describe_batch(result: BatchShapeResult) -> str:
                     for m in result.mismatches])
     del root
     if not result.single_batch:
-        of = f" of {result.total_batches:,}" if result.total_batches is not None else ""
+        of = f"; the loader has {result.total_batches:,}" if result.total_batches is not None else ""
         lines.append(
-            f"{ratio(len(bad), result.batches_checked)} batches checked mismatch{of}; batches read: "
-            + cut(", ".join(str(i) for i in result.checked_indices), 80)
+            f"mismatching batches: {ratio(len(bad), result.batches_checked)} of those read ("
+            + cut(", ".join(str(i) for i in result.checked_indices), 80) + f"){of}"
         )
         if result.cap is not None:
             lines.append(f"iteration was capped at {result.cap} batches (max_batches)")
@@ -306,8 +306,12 @@ def describe_update(report: ParameterUpdateReport, summary: Optional[ParameterSu
     lines += list(report.notes)
     undeclared = [r.name for r in failures if r.status == FROZEN]
     if undeclared:
-        lines.append(f"if frozen on purpose: expect_frozen={_list_repr(undeclared)}")
-    allowable = [r.name for r in not_updated if r.status != NONFINITE and not r.allowed]
+        lines.append(f"if frozen on purpose: expect_frozen={_list_repr(_common_prefixes(undeclared, [r.name for r in report.records]))}")
+    missing = [r for r in not_updated if r.status == NOT_IN_OPTIMIZER]
+    if missing:
+        lines.append(f"the optimizer does not hold {len(missing)} trainable tensor(s): build it from "
+                     f"model.parameters(), or add a param group for them")
+    allowable = [r.name for r in not_updated if r.status not in (NONFINITE, NOT_IN_OPTIMIZER) and not r.allowed]
     if allowable:
         lines.append(f"if unused on purpose for these inputs: allow_not_updated={_list_repr(_common_prefixes(allowable, [r.name for r in report.records]))}")
     if report.stale_allowances:
