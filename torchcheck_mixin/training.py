@@ -6,8 +6,9 @@ is broken. It runs on a deep copy of the model (and of the optimizer, when one i
 train mode, under a forked RNG: the user's model, optimizer and RNG are untouched.
 
 Loss: ``loss_fn(output, target)`` when given, else the default of ``losses`` for a target (MSE or
-cross-entropy). Without a target, the copy learns to fit a random target of the output's shape
-(drawn from the private generator): memorising random targets is exactly what one batch allows.
+cross-entropy). Without a target, the copy learns to reproduce the outputs of a *teacher*: the
+same model with every trainable weight perturbed (drawn from the private generator). Unlike random
+targets, a teacher's outputs are always within the model's reach.
 Default optimizer: Adam with lr 1e-2.
 """
 
@@ -29,14 +30,30 @@ __unittest = True
 DEFAULT_LR = 1e-2
 
 
-def _random_target_loss(output: Any, gen: torch.Generator) -> Callable[[Any], torch.Tensor]:
-    leaves = [(p, t) for p, t in trees.tensor_leaves(output) if t.is_floating_point()]
+def _teacher_target_loss(twin: nn.Module, x: Any, gen: torch.Generator) -> Callable[[Any], torch.Tensor]:
+    """MSE to the outputs of a perturbed copy of the model (a target the model can reach).
+
+    Random targets are not always reachable (a 21-parameter linear layer cannot fit 24 random
+    numbers), which would make a correct model look broken. The outputs of the same architecture
+    with every trainable weight moved by about one standard deviation of its tensor are.
+    """
+    teacher = copy.deepcopy(twin)
+    with torch.no_grad():
+        for p in teacher.parameters():
+            if not p.requires_grad or not (p.is_floating_point() or p.is_complex()) or p.numel() == 0:
+                continue
+            magnitude = p.detach().abs() if p.is_complex() else p.detach()
+            scale = magnitude.float().std() if p.numel() > 1 else magnitude.abs().float().reshape(())
+            noise = torch.randn(p.shape, generator=gen, device=gen.device).to(p.device)
+            p.add_((noise * (scale + 0.05)).to(p.dtype))
+        teacher.eval()
+        reference = calling.call(teacher, x)
+    leaves = {p: t.detach() for p, t in trees.tensor_leaves(reference) if t.is_floating_point()}
     if not leaves:
         raise ValueError("the model output has no floating-point tensor to fit; pass target= or loss_fn=")
-    targets = {p: torch.randn(t.shape, generator=gen, device=gen.device).to(t.device) for p, t in leaves}
 
     def loss(out: Any) -> torch.Tensor:
-        parts = [F.mse_loss(t.float(), targets[p]) for p, t in trees.tensor_leaves(out) if p in targets]
+        parts = [F.mse_loss(t.float(), leaves[p].float()) for p, t in trees.tensor_leaves(out) if p in leaves]
         return torch.stack(parts).sum()
 
     return loss
@@ -63,23 +80,28 @@ def check_can_overfit_batch(model: nn.Module, inputs: Any, target: Any = None, *
     losses = []
     with torch.enable_grad(), ModelGuard(module, seed=seed, extra=x):
         if optimizer is not None:
+            if calling.lazy_modules(module):
+                raise ValueError("the model has uninitialized lazy modules and an optimizer was given; run one "
+                                 "forward pass before creating the optimizer")
             twin, opt = copy.deepcopy((module, optimizer))
             opt._optimizer_step_pre_hooks = OrderedDict()
             opt._optimizer_step_post_hooks = OrderedDict()
             step = lambda: type(opt).step(opt)  # noqa: E731 - the class's step, never a patched one
         else:
             twin = copy.deepcopy(module)
+            if calling.lazy_modules(twin):  # create the parameters before the optimizer sees them
+                with torch.no_grad():
+                    calling.call(twin, x)
             params = [p for p in twin.parameters() if p.requires_grad]
             if not params:
                 raise ValueError("the model has no trainable parameters to fit")
             opt = torch.optim.Adam(params, lr=DEFAULT_LR)
             step = opt.step
+        fit = _teacher_target_loss(twin, x, gen) if loss_fn is None and y is None else None
         twin.train()
-        fit = None
         for _ in range(steps + 1):
             out = calling.call(twin, x)
-            if loss_fn is None and y is None:
-                fit = fit or _random_target_loss(out, gen)
+            if fit is not None:
                 loss = fit(out)
             else:
                 loss = compute_loss(out, y, loss_fn, gen)
