@@ -111,7 +111,8 @@ class ModelAssertionsMixin:
         )
         if not report.passed:
             # torchinfo's figures only where a failure message shows them.
-            summary = parameter_summary(model) if report.records else None
+            summary = parameter_summary(model) if report.records and not calling.lazy_modules(
+                calling.unwrap(model)[0]) else None  # a lazy model was checked on a materialised copy
             self._torchcheck_fail(msg, messages.describe_update(report, summary))
         if report.stale_allowances:
             warnings.warn(messages.stale_warning(report), StaleAllowanceWarning, stacklevel=2)

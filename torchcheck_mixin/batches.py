@@ -10,8 +10,9 @@ Which batches are read:
 
 * a sized loader (``len()`` works): every batch, or with ``max_batches=k`` the first ``k - 1``
   and always the **last** one, since that is where partial batches appear. For a map-style
-  ``DataLoader`` the last batch is built straight from its batch sampler's last indices, so a huge
-  loader is not iterated end to end; other sized iterables are run to the end;
+  ``DataLoader`` the last batch is built straight from its batch sampler's last indices (for a
+  shuffling loader: a batch of the last batch's size), so a huge loader is not iterated end to
+  end; other sized iterables are run to the end;
 * an unsized iterable (a generator, an ``IterableDataset`` loader): at most ``max_batches``, by
   default ``DEFAULT_UNSIZED_CAP`` (32), so an infinite stream always ends.
 
@@ -53,8 +54,47 @@ def _parse_dtype_spec(dtype: Any, _path: Tuple[Any, ...] = ()) -> Any:
     if isinstance(dtype, Mapping):
         return {k: _parse_dtype_spec(v, _path + (k,)) for k, v in dtype.items()}
     if isinstance(dtype, (tuple, list)):
-        return type(dtype)(_parse_dtype_spec(v, _path + (i,)) for i, v in enumerate(dtype))
+        items = [_parse_dtype_spec(v, _path + (i,)) for i, v in enumerate(dtype)]
+        if trees.is_namedtuple(dtype):
+            return type(dtype)(*items)
+        return type(dtype)(items)
     return normalize_dtype(dtype, "dtype" + trees.format_path(_path))
+
+
+def _paired(spec: Any, value: Any) -> Optional[List[Tuple[Any, Any, Any]]]:
+    """(key, spec child, value child) for two containers of the same kind, else None.
+
+    Sequences pair by position (a tuple spec fits a namedtuple or list batch), mappings by key
+    (a dict spec fits a dict or a namedtuple by field name).
+    """
+    if isinstance(spec, (tuple, list)) and isinstance(value, (tuple, list)):
+        if len(spec) != len(value):
+            return None
+        return [(i, a, b) for i, (a, b) in enumerate(zip(spec, value))]
+    if isinstance(spec, Mapping) and (isinstance(value, Mapping) or trees.is_namedtuple(value)):
+        kids = dict(trees.children(value))
+        if set(spec) != set(kids):
+            return None
+        return [(k, v, kids[k]) for k, v in spec.items()]
+    if trees.is_namedtuple(spec) and isinstance(value, Mapping):
+        return _paired(dict(trees.children(spec)), value)
+    return None
+
+
+def _check_dtype_mirrors_shape(dtype: Any, shape_spec: Any, path: Tuple[Any, ...] = ()) -> None:
+    """A structured ``dtype`` must have the structure of ``expected_shape`` (both are the test's)."""
+    if dtype is None or isinstance(dtype, (torch.dtype, np.dtype)):
+        return
+    pairs = _paired(dtype, shape_spec)
+    shape_is_shape = isinstance(shape_spec, torch.Size) or (
+        isinstance(shape_spec, (tuple, list)) and all(not isinstance(v, (tuple, list, Mapping)) for v in shape_spec))
+    if pairs is None or shape_is_shape:
+        raise ValueError(
+            f"dtype{trees.format_path(path)} must mirror the structure of expected_shape"
+            f"{trees.format_path(path)} ({format_spec(shape_spec)}), or be one dtype for every leaf; got {dtype!r}"
+        )
+    for key, sub, sub_spec in pairs:
+        _check_dtype_mirrors_shape(sub, sub_spec, path + (key,))
 
 
 def _dtype_mismatches(spec: Any, batch: Any, path=()) -> List[ShapeMismatch]:
@@ -67,25 +107,27 @@ def _dtype_mismatches(spec: Any, batch: Any, path=()) -> List[ShapeMismatch]:
             actual = getattr(leaf, "dtype", None)
             if actual is None:
                 continue
-            if isinstance(spec, np.dtype) and isinstance(leaf, torch.Tensor):
-                continue
+            if isinstance(spec, np.dtype) != isinstance(actual, np.dtype):
+                kind = "numpy" if isinstance(spec, np.dtype) else "torch"
+                raise TypeError(
+                    f"dtype{trees.format_path(path)} is the {kind} dtype {spec} but batch"
+                    f"{trees.format_path(path + sub)} is a {type(leaf).__name__}; use a "
+                    f"{'torch' if kind == 'numpy' else 'numpy'} dtype for it"
+                )
             if actual != spec:
                 out.append(ShapeMismatch(path + sub, "dtype", str(spec), tuple(getattr(leaf, "shape", ())),
                                          detail=f"dtype {actual}, expected {spec}"))
         return out
     out = []
-    kids = dict(trees.children(batch))
-    items = spec.items() if isinstance(spec, Mapping) else enumerate(spec)
-    for key, sub_spec in items:
-        if key in kids:
-            out += _dtype_mismatches(sub_spec, kids[key], path + (key,))
+    for key, sub_spec, child in _paired(spec, batch) or ():  # structure problems: the shape match reports them
+        out += _dtype_mismatches(sub_spec, child, path + (key,))
     return out
 
 
 def _last_batch_directly(loader: Any) -> Tuple[bool, Any]:
     """Build a map-style DataLoader's last batch from its batch sampler, without iterating data."""
     from torch.utils.data import DataLoader, IterableDataset
-    from torch.utils.data.sampler import BatchSampler, SequentialSampler
+    from torch.utils.data.sampler import BatchSampler, RandomSampler, SequentialSampler
 
     if not isinstance(loader, DataLoader) or isinstance(loader.dataset, IterableDataset):
         return False, None
@@ -102,6 +144,13 @@ def _last_batch_directly(loader: Any) -> Tuple[bool, Any]:
             indices = list(range((full - 1) * size, full * size))
         else:
             return True, None
+    elif type(sampler) is BatchSampler and type(sampler.sampler) is RandomSampler and not sampler.sampler.replacement:
+        # Shuffled: the last batch holds random indices anyway; what matters is its size.
+        n, size = len(sampler.sampler), sampler.batch_size
+        last = n % size if n % size and not sampler.drop_last else size
+        if n < last or (sampler.drop_last and n < size):
+            return True, None
+        indices = list(itertools.islice(iter(sampler.sampler), last))
     else:  # another sampler: walk its indices (cheap next to loading the samples)
         indices = None
         for indices in sampler:
@@ -114,6 +163,8 @@ def _last_batch_directly(loader: Any) -> Tuple[bool, Any]:
 def _close(iterator: Any, source: Any) -> None:
     if iterator is source:
         return  # the user's own iterator: not ours to close
+    if getattr(source, "persistent_workers", False) and getattr(source, "_iterator", None) is iterator:
+        return  # a loader with persistent workers reuses this iterator: its workers are meant to stay
     shutdown = getattr(iterator, "_shutdown_workers", None)
     if shutdown is not None:
         shutdown()
@@ -127,6 +178,7 @@ def check_batch_shape(batch_or_loader: Any, expected_shape: Any, *, dtype: Any =
     """Match one batch, or the batches of a loader, against ``expected_shape`` (and ``dtype``)."""
     node = parse_spec(expected_shape, "expected_shape")
     dtype_spec = _parse_dtype_spec(dtype) if dtype is not None else None
+    _check_dtype_mirrors_shape(dtype_spec, expected_shape)
     if max_batches is not None and (isinstance(max_batches, bool) or not isinstance(max_batches, int)):
         raise TypeError(f"max_batches must be an int >= 1 or None, got {type(max_batches).__name__}")
     if max_batches is not None and max_batches < 1:
@@ -179,7 +231,8 @@ def check_batch_shape(batch_or_loader: Any, expected_shape: Any, *, dtype: Any =
                 finally:
                     _close(iterator, batch_or_loader)
                 if len(checked) < cap:
-                    cap = None  # it ended by itself
+                    cap = None  # it ended by itself: its last batch was among those checked
+                    last_checked = bool(checked)
             elif max_batches is None or max_batches >= total:
                 iterator = iter(batch_or_loader)
                 try:

@@ -61,7 +61,8 @@ def check_dtype(value: Any, expected_dtype: Any) -> DtypeResult:
     """Every tensor/array leaf of ``value`` must have ``expected_dtype``.
 
     ``None`` leaves inside a structure (optional outputs) are skipped; any other non-array leaf
-    is a mismatch. A value with no tensor or array at all is a ``ValueError``.
+    (a Python number, a string) is a mismatch. ``None`` itself is a ``TypeError`` and an empty
+    structure a ``ValueError``.
     """
     expected = normalize_dtype(expected_dtype)
     if value is None:

@@ -52,7 +52,16 @@ def check_loss_scalar_non_negative(loss: Any, *, atol: float = 0.0) -> LossResul
             return LossResult(None, shape, dtype, tuple(problems), atol)
         value: Optional[float] = t.reshape(()).double().tolist()  # the one host transfer
     elif isinstance(loss, np.ndarray):
-        return check_loss_scalar_non_negative(torch.from_numpy(np.array(loss)), atol=atol)
+        shape, dtype = tuple(loss.shape), f"numpy.{loss.dtype}"
+        if loss.dtype.kind == "c" or loss.dtype.kind == "b":
+            return LossResult(None, shape, dtype, ("dtype",), atol)
+        if loss.dtype.kind not in "fiu":
+            raise TypeError(f"loss must be a tensor or a real number, got a numpy array of dtype {loss.dtype}")
+        if loss.ndim != 0:
+            problems.append("one_element" if loss.size == 1 else "not_scalar")
+        if loss.size != 1:
+            return LossResult(None, shape, dtype, tuple(problems), atol)
+        value = float(loss.reshape(()))
     elif isinstance(loss, numbers.Complex) and not isinstance(loss, numbers.Real):
         return LossResult(None, None, type(loss).__name__, ("dtype",), atol)
     elif isinstance(loss, numbers.Real):

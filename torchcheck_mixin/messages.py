@@ -66,6 +66,10 @@ def number(x: Optional[float]) -> str:
     return f"{x:.3g}"
 
 
+def plural(n: int, word: str) -> str:
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
+
+
 def block(head: str, lines: Iterable[str]) -> str:
     return "\n".join([head] + [INDENT + line for line in lines if line])
 
@@ -288,8 +292,8 @@ def describe_update(report: ParameterUpdateReport, summary: Optional[ParameterSu
     upd = [r for r in report.records if r.status == UPDATED]
     frozen = [r for r in report.records if r.status == FROZEN]
     lines.append(
-        f"frozen: {len(frozen)} tensors ({sum(r.numel for r in frozen):,} el.); "
-        f"trainable: {trainable} tensors; updated: {len(upd)} tensors ({sum(r.numel for r in upd):,} el.)"
+        f"frozen: {plural(len(frozen), 'tensor')} ({sum(r.numel for r in frozen):,} el.); "
+        f"trainable: {plural(trainable, 'tensor')}; updated: {plural(len(upd), 'tensor')} ({sum(r.numel for r in upd):,} el.)"
     )
     lines.append(summary_line(summary))
     if summary.torchinfo_total is not None or summary.torchinfo_note:
