@@ -22,33 +22,14 @@ import torch
 from torch import nn
 
 from . import trees
+from .distributed import unwrap  # noqa: F401 - re-exported: every check unwraps through here
 
 __unittest = True
-
-_WRAPPER_ATTRS = (
-    ("OptimizedModule", "_orig_mod"),
-    ("DataParallel", "module"),
-    ("DistributedDataParallel", "module"),
-)
-
 
 def check_module(model: Any, argname: str = "model") -> nn.Module:
     if not isinstance(model, nn.Module):
         raise TypeError(f"{argname} must be a torch.nn.Module, got {type(model).__name__}")
     return model
-
-
-def unwrap(model: nn.Module) -> Tuple[nn.Module, Tuple[str, ...]]:
-    """Peel wrappers off, repeatedly: returns the real module and the wrapper class names."""
-    peeled = []
-    while True:
-        for cls_name, attr in _WRAPPER_ATTRS:
-            if type(model).__name__ == cls_name and isinstance(getattr(model, attr, None), nn.Module):
-                peeled.append(cls_name)
-                model = getattr(model, attr)
-                break
-        else:
-            return model, tuple(peeled)
 
 
 def model_device(model: nn.Module) -> torch.device:

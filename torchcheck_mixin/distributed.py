@@ -140,19 +140,24 @@ def _data_parallel_types() -> tuple:
     return tuple(types)
 
 
-def is_ddp(model: nn.Module) -> bool:
-    """True if ``model`` (or a compile/DataParallel wrapper chain leading to
-    it) is a ``DistributedDataParallel`` instance."""
+def find_ddp(model: nn.Module) -> Optional[nn.Module]:
+    """The ``DistributedDataParallel`` instance in ``model``'s wrapper chain, or None."""
     ddp = getattr(nn.parallel, "DistributedDataParallel", None)
     m = model
     for _ in range(64):
         if isinstance(ddp, type) and isinstance(m, ddp):
-            return True
+            return m
         nxt = _unwrap_once(m)
         if nxt is None:
-            return False
+            return None
         m = nxt[0]
-    return False
+    return None
+
+
+def is_ddp(model: nn.Module) -> bool:
+    """True if ``model`` (or a compile/DataParallel wrapper chain leading to
+    it) is a ``DistributedDataParallel`` instance."""
+    return find_ddp(model) is not None
 
 
 def _unwrap_once(m: nn.Module) -> Optional[Tuple[nn.Module, str]]:

@@ -14,7 +14,7 @@ from typing import Any, Optional, Tuple
 import torch
 from torch import nn
 
-from . import calling, trees
+from . import calling, distributed, trees
 from .results import ForwardShapeResult
 from .shapes import format_spec, match, parse_spec
 from .state import ModelGuard
@@ -33,10 +33,15 @@ def run_forward(model: nn.Module, inputs: Any, *, train: bool = False, seed: int
         raise TypeError(f"train must be a bool, got {type(train).__name__}")
     module, _ = calling.unwrap(model)
     device = calling.model_device(module)
-    with torch.no_grad(), ModelGuard(module, seed=seed, extra=inputs):
+    sharded = distributed.is_fsdp_managed(module)
+    with torch.no_grad(), ModelGuard(module, seed=seed, extra=inputs, restore_attributes=not sharded):
         module.train(train)
         x = calling.to_device(calling.resolve(inputs, calling.make_generator(seed, device), "inputs"), device)
-        return calling.call(module, x)
+        try:
+            return calling.call(module, x)
+        finally:
+            if sharded:  # a forward without backward leaves FSDP's root parameters unsharded
+                distributed.reshard_fsdp(module)
 
 
 def _shapes(value: Any) -> Tuple[Tuple[str, Optional[Tuple[int, ...]]], ...]:

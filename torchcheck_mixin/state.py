@@ -67,10 +67,14 @@ class ModelGuard:
     ``extra_devices`` are CUDA indices used by inputs, whose RNG is forked as well.
     """
 
-    def __init__(self, model: nn.Module, *, seed: Optional[int] = None, extra: Any = None):
+    def __init__(self, model: nn.Module, *, seed: Optional[int] = None, extra: Any = None,
+                 restore_attributes: bool = True):
         self.model = model
         self.seed = seed
         self.extra = extra
+        # FSDP keeps its own state on the modules it shards and swaps their Parameters during
+        # forward/backward; it restores them itself, and putting ours back would fight it.
+        self.restore_attributes = restore_attributes
         self._rng: Optional[contextlib.AbstractContextManager] = None
 
     def __enter__(self) -> "ModelGuard":
@@ -87,7 +91,7 @@ class ModelGuard:
                 p.grad = None
         # Private buffer clones: shared buffers stay shared (one clone per tensor identity).
         clones: Dict[int, torch.Tensor] = {}
-        for m in modules:
+        for m in modules if self.restore_attributes else ():
             buffers = getattr(m, "_buffers", None)
             if not buffers:
                 continue
@@ -112,7 +116,7 @@ class ModelGuard:
             self.restore()
 
     def restore(self) -> None:
-        for m, saved_attrs, saved_dicts in self._dicts:
+        for m, saved_attrs, saved_dicts in self._dicts if self.restore_attributes else ():
             current = m.__dict__
             for key in [k for k in current if k not in saved_attrs]:
                 del current[key]

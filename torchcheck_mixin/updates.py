@@ -40,7 +40,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from . import calling
+from . import calling, distributed
 from .losses import compute_loss
 from .parameters import ParamEntry, parameter_table, resolve_selection
 from .reductions import max_abs, max_abs_diff, to_host
@@ -124,9 +124,17 @@ def _forward_loss(module, inputs, target, loss_fn, gen, device, guard):
     return loss, replaced, caught
 
 
-def _gradient_trial(module, trainable, inputs, target, loss_fn, gen, device, guard) -> _Trial:
+def _gradient_trial(module, trainable, inputs, target, loss_fn, gen, device, guard, sharded) -> _Trial:
     loss, replaced, caught = _forward_loss(module, inputs, target, loss_fn, gen, device, guard)
-    if loss.requires_grad and trainable:
+    if loss.requires_grad and trainable and sharded:
+        # FSDP: autograd.grad cannot see sharded parameters (it returns None for all of them), so
+        # backward() fills .grad (the guard saved the user's and put None); the local shards of
+        # those gradients are read and .grad is cleared again.
+        loss.backward()
+        grads = [distributed.grad_to_local(p.grad) for p in trainable]
+        for p in trainable:
+            p.grad = None
+    elif loss.requires_grad and trainable:
         grads = list(torch.autograd.grad(loss, trainable, allow_unused=True))
     else:  # the forward built no graph (no_grad / detach inside forward): nothing is reachable
         grads = [None] * len(trainable)
@@ -253,7 +261,16 @@ def check_parameters_updated(
         TypeError, ValueError: on misuse (never for a model that fails the check).
     """
     atol = _validate(model, inputs, mode, loss_fn, optimizer, seed, trials, atol, train)
-    module, _wrappers = calling.unwrap(model)
+    module, _ = calling.unwrap(model)
+    sharded = distributed.needs_backward_for_grads(module)
+    # Under a process group the verdict is combined over ranks (one all-reduce), but only for
+    # models that are distributed: a plain model checked on one rank must not wait for others.
+    collective = distributed.is_distributed_active() and (distributed.is_ddp(model) or sharded)
+    if sharded and mode != "gradient":
+        raise ValueError(
+            f"mode={mode!r} runs on a deep copy of the model, which FSDP does not support "
+            f"('FSDP does not support deepcopy'); use mode='gradient' for FSDP-sharded models"
+        )
     device = calling.model_device(module)
     lazy = calling.lazy_modules(module)
     if lazy:
@@ -278,13 +295,13 @@ def check_parameters_updated(
     maxg = change = None
     had_grad = [False] * len(trainable)
     trials_out: List[_Trial] = []
-    with torch.enable_grad(), ModelGuard(module, seed=seed, extra=inputs) as guard:
+    with torch.enable_grad(), ModelGuard(module, seed=seed, extra=inputs, restore_attributes=not sharded) as guard:
         module.train(train)
         for trial in range(trials):
             torch.manual_seed(seed + trial)  # forward randomness (dropout), inside the forked RNG
             gen = calling.make_generator(seed + trial, device)
             if mode == "gradient":
-                t = _gradient_trial(module, trainable, inputs, target, loss_fn, gen, device, guard)
+                t = _gradient_trial(module, trainable, inputs, target, loss_fn, gen, device, guard, sharded)
             else:
                 t = _snapshot_trial(module, trainable, optimizer, inputs, target, loss_fn, gen, device, train)
             g = max_abs(t.grads, device)
@@ -297,7 +314,8 @@ def check_parameters_updated(
             t.grads = t.new_values = None  # free memory before the next trial
 
     had = torch.tensor(had_grad, dtype=torch.float64, device=device)
-    maxg, had, change = _combine_across_ranks(maxg, had, change)
+    if collective:
+        maxg, had, change = _combine_across_ranks(maxg, had, change)
     loss = trials_out[0].loss.detach().reshape(1).to(device=device, dtype=torch.float64)
     host = to_host(*(v for v in (maxg, had, change, loss) if v is not None))
     maxg_h, had_h = host[0], host[1]
@@ -325,7 +343,7 @@ def check_parameters_updated(
         summary=count_parameters(module),
         model=type(module).__name__,
         stale_allowances=stale,
-        notes=_notes(table, records, trials_out, optimizer, atol, lazy),
+        notes=_notes(table, records, trials_out, optimizer, atol, lazy) + _ddp_notes(model, records),
         loss=loss_value,
         optimizer=(
             type(optimizer).__name__ if optimizer is not None
@@ -335,25 +353,29 @@ def check_parameters_updated(
     )
 
 
-def _combine_across_ranks(maxg, had, change):
-    """Under an initialised process group: a parameter is updated if it is updated on any rank.
+def _ddp_notes(model, records) -> Tuple[str, ...]:
+    ddp = distributed.find_ddp(model)
+    if ddp is None:
+        return ()
+    unused = [r.name for r in records if r.status in (NO_GRAD,) and not r.allowed]
+    if unused and not getattr(ddp, "find_unused_parameters", True):
+        return (
+            "DistributedDataParallel was built with find_unused_parameters=False: training this model "
+            "raises 'Expected to have finished reduction in the prior iteration' at the second step "
+            "(unused: " + ", ".join(unused[:5]) + ("..." if len(unused) > 5 else "") + ")",
+        )
+    return ()
 
-    One MAX all-reduce for the whole check. NaN does not survive every backend's MAX, so
-    non-finite maxima travel as a separate 0/1 column and come back as NaN.
+
+def _combine_across_ranks(maxg, had, change):
+    """A parameter is updated if it is updated on any rank: one MAX all-reduce for the check.
+
+    Non-finite maxima travel as inf (``reduce_max_across_ranks`` maps NaN to +inf, which gloo's
+    MAX keeps whatever the rank order) and read as non-finite on every rank.
     """
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return maxg, had, change
     columns = [maxg, had] + ([change] if change is not None else [])
-    finite = [torch.nan_to_num(c, nan=0.0, posinf=0.0, neginf=0.0) for c in columns]
-    flags = [(~torch.isfinite(c)).to(torch.float64) for c in columns]
-    stats = torch.stack(finite + flags, dim=1)
-    backend = torch.distributed.get_backend()
-    on = stats if backend != "gloo" else stats.cpu()
-    torch.distributed.all_reduce(on, op=torch.distributed.ReduceOp.MAX)
-    stats = on.to(stats.device)
-    k = len(columns)
-    out = [torch.where(stats[:, k + j] > 0, torch.full_like(stats[:, j], float("nan")), stats[:, j]) for j in range(k)]
-    return out[0], out[1], (out[2] if change is not None else None)
+    stats = distributed.reduce_max_across_ranks(torch.stack(columns, dim=1))
+    return stats[:, 0], stats[:, 1], (stats[:, 2] if change is not None else None)
 
 
 def _finite(x: float) -> bool:
