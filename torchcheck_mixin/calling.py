@@ -20,6 +20,7 @@ from typing import Any, Callable, Tuple
 
 import torch
 from torch import nn
+from torch.nn.modules.lazy import LazyModuleMixin
 
 from . import trees
 from .distributed import unwrap  # noqa: F401 - re-exported: every check unwraps through here
@@ -122,10 +123,12 @@ def check_callable(value: Any, argname: str) -> None:
         raise TypeError(f"{argname} must be callable or None, got {type(value).__name__}")
 
 
-def lazy_modules(model: nn.Module) -> Tuple[str, ...]:
+def lazy_modules(model: nn.Module, modules: Any = None) -> Tuple[str, ...]:
     """Names of submodules whose parameters are still uninitialized (``nn.LazyLinear`` & co)."""
     out = []
-    for name, m in model.named_modules():
+    for name, m in modules if modules is not None else model.named_modules():
+        if not isinstance(m, LazyModuleMixin):
+            continue
         fn: Callable[[], bool] = getattr(m, "has_uninitialized_params", None)
         if fn is not None and fn():
             out.append(f"{name or '<root>'} ({type(m).__name__})")

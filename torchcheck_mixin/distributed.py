@@ -50,9 +50,10 @@ Wrappers
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sys
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -74,10 +75,14 @@ __all__ = [
     "local_abs_max",
     "local_nonfinite",
     "reduce_max_across_ranks",
+    "reduce_counts_across_ranks",
+    "is_collective_model",
     "is_ddp",
     "is_fsdp_managed",
     "needs_backward_for_grads",
     "reshard_fsdp",
+    "recover_fsdp",
+    "fsdp_settled",
     "DDP_UNUSED_PARAMETERS_MARKER",
     "is_ddp_unused_parameters_error",
     "ddp_reducer_parameter_names",
@@ -404,6 +409,41 @@ def reduce_max_across_ranks(t: torch.Tensor, group=None) -> torch.Tensor:
         return buf.to(device=t.device, dtype=t.dtype)
 
 
+def reduce_counts_across_ranks(counts: torch.Tensor, summed: Sequence[bool], group=None) -> torch.Tensor:
+    """Combine per-rank counts ``counts[n, k]`` (non-negative, e.g. NaN/inf
+    counts per tensor) over the ranks of ``group`` with exactly one
+    collective (an ``all_gather``): row ``i`` is summed over the ranks where
+    ``summed[i]`` (the rows of sharded tensors, whose shards partition the
+    values) and maxed elsewhere (replicated tensors: "the most seen on any
+    rank").  Every rank gets the same result.  Without a process group,
+    ``counts`` is returned unchanged.  Must be called by every rank with the
+    same shape, dtype and ``summed``."""
+    if not is_distributed_active():
+        return counts
+    dist = _dist()
+    with torch.no_grad():
+        src = counts.detach()
+        dev = _collective_device(src, group)
+        buf = src.to(device=dev, copy=True).contiguous()
+        parts = [torch.empty_like(buf) for _ in range(dist.get_world_size(group))]
+        dist.all_gather(parts, buf, group=group)
+        stacked = torch.stack(parts)
+        mask = torch.tensor(list(summed), dtype=torch.bool, device=dev).reshape(
+            (-1,) + (1,) * (buf.dim() - 1)
+        )
+        out = torch.where(mask, stacked.sum(0), stacked.amax(0)) if buf.numel() else buf
+        return out.to(device=counts.device, dtype=counts.dtype)
+
+
+def is_collective_model(model: nn.Module) -> bool:
+    """True when a check on ``model`` must combine its result over the ranks:
+    a process group is initialised and ``model`` is (a wrapper chain around)
+    ``DistributedDataParallel`` or has FSDP-sharded submodules.  Then every
+    rank must run the check.  A plain model under a process group is checked
+    locally (checking it on one rank only must not wait for the others)."""
+    return is_distributed_active() and (is_ddp(model) or is_fsdp_managed(model))
+
+
 # --------------------------------------------------------------------------
 # FSDP detection
 # --------------------------------------------------------------------------
@@ -456,6 +496,75 @@ def reshard_fsdp(model: nn.Module) -> None:
     for m in model.modules():
         if isinstance(m, fsdp2):
             m.reshard()
+
+
+def _fsdp2_type():
+    mod = sys.modules.get("torch.distributed.fsdp")
+    t = getattr(mod, "FSDPModule", None) if mod is not None else None
+    return t if isinstance(t, type) else None
+
+
+def recover_fsdp(model: nn.Module) -> None:
+    """Bring every FSDP2 module of ``model`` back to its idle, sharded state
+    after an exception inside its forward or backward.  Local, no collective.
+
+    An exception in the middle of a forward leaves FSDP's param groups in the
+    ``FORWARD`` training state with the root's parameters unsharded, and then
+    ``reshard()`` is a no-op for the root (``FSDPParamGroup.reshard`` returns
+    early in ``FORWARD`` when ``reshard_after_forward`` is False, the root's
+    default).  torch >= 2.13 has ``FSDPModule.reset_iter_state()`` for exactly
+    this ("Iteration-wide recovery after a mid-forward or mid-backward
+    exception"); it must be called on root modules and raises
+    ``RuntimeError`` on the others, which are reset through their root.  On
+    older torch the per-state/per-group training states are set back to idle
+    (private attributes, best effort) before resharding.
+    """
+    fsdp2 = _fsdp2_type()
+    if fsdp2 is None:
+        return
+    mods = [m for m in model.modules() if isinstance(m, fsdp2)]
+    for m in mods:
+        reset = getattr(m, "reset_iter_state", None)
+        if reset is None:
+            break
+        try:
+            reset()
+        except RuntimeError:  # not a root: its root resets it
+            pass
+    else:
+        return
+    for m in mods:  # torch < 2.13: best effort
+        try:
+            state = m._get_fsdp_state()
+            idle = type(state._training_state).IDLE
+            state._training_state = idle
+            for group in getattr(state, "_fsdp_param_groups", None) or (
+                [state._fsdp_param_group] if getattr(state, "_fsdp_param_group", None) is not None else []
+            ):
+                group._training_state = idle
+            m.reshard()
+        except Exception:
+            pass
+
+
+@contextlib.contextmanager
+def fsdp_settled(model: nn.Module) -> Iterator[None]:
+    """Leave every FSDP2 module of ``model`` sharded and idle when the block
+    exits, so that a state guard restoring the module dicts afterwards finds
+    the sharded ``DTensor`` parameters it saved (and FSDP agrees with it).
+
+    On success: :func:`reshard_fsdp` (a forward without backward leaves the
+    root's parameters unsharded).  On an exception: :func:`recover_fsdp`, then
+    the exception propagates.  A no-op for models without FSDP."""
+    if _fsdp2_type() is None:
+        yield
+        return
+    try:
+        yield
+    except BaseException:
+        recover_fsdp(model)
+        raise
+    reshard_fsdp(model)
 
 
 # --------------------------------------------------------------------------

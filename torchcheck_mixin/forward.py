@@ -33,15 +33,12 @@ def run_forward(model: nn.Module, inputs: Any, *, train: bool = False, seed: int
         raise TypeError(f"train must be a bool, got {type(train).__name__}")
     module, _ = calling.unwrap(model)
     device = calling.model_device(module)
-    sharded = distributed.is_fsdp_managed(module)
-    with torch.no_grad(), ModelGuard(module, seed=seed, extra=inputs, restore_attributes=not sharded):
+    # FSDP: a forward without backward leaves the root's parameters unsharded; fsdp_settled
+    # reshards them (or resets FSDP after an exception) before the guard restores the module.
+    with torch.no_grad(), ModelGuard(module, seed=seed, extra=inputs), distributed.fsdp_settled(module):
         module.train(train)
         x = calling.to_device(calling.resolve(inputs, calling.make_generator(seed, device), "inputs"), device)
-        try:
-            return calling.call(module, x)
-        finally:
-            if sharded:  # a forward without backward leaves FSDP's root parameters unsharded
-                distributed.reshard_fsdp(module)
+        return calling.call(module, x)
 
 
 def _shapes(value: Any) -> Tuple[Tuple[str, Optional[Tuple[int, ...]]], ...]:

@@ -15,7 +15,7 @@ it), an ``nn.Module`` object or a Parameter object. An entry that matches nothin
 import fnmatch
 import re
 from dataclasses import dataclass
-from typing import Any, Dict, List, Sequence, Set, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import torch
 from torch import nn
@@ -52,16 +52,26 @@ def user_facing(name: str) -> str:
     return f"{m.group(1)}.{m.group(2)}" if m.group(1) else m.group(2)
 
 
-def parameter_table(model: nn.Module) -> List[ParamEntry]:
+def walk(model: nn.Module) -> List[Tuple[str, nn.Module]]:
+    """Every (qualified name, module), shared modules under each of their names.
+
+    One walk serves a whole check: the parameter table, selections, lazy-module detection and
+    the state guard all read it (walking a 1,000-module model costs milliseconds each time).
+    """
+    return list(model.named_modules(remove_duplicate=False))
+
+
+def parameter_table(model: nn.Module, modules: Optional[Sequence[Tuple[str, nn.Module]]] = None) -> List[ParamEntry]:
     """Unique parameters in ``named_parameters()`` order, with their aliases."""
-    aliases: Dict[int, List[str]] = {}
-    for name, p in model.named_parameters(remove_duplicate=False):
-        aliases.setdefault(id(p), []).append(name)
-    out = []
-    for name, p in model.named_parameters():
-        others = tuple(n for n in aliases.get(id(p), ()) if n != name)
-        out.append(ParamEntry(name, others, user_facing(name), p))
-    return out
+    names: Dict[int, List[str]] = {}
+    params: Dict[int, torch.Tensor] = {}
+    for prefix, m in modules if modules is not None else walk(model):
+        for key, p in m._parameters.items():
+            if p is None:
+                continue
+            names.setdefault(id(p), []).append(f"{prefix}.{key}" if prefix else key)
+            params.setdefault(id(p), p)
+    return [ParamEntry(n[0], tuple(n[1:]), user_facing(n[0]), params[i]) for i, n in names.items()]
 
 
 def _entries(selection: Any, argname: str) -> List[Any]:
@@ -93,7 +103,8 @@ def describe_entry(entry: Any) -> str:
 
 
 def resolve_selection(
-    model: nn.Module, table: Sequence[ParamEntry], selection: Any, argname: str
+    model: nn.Module, table: Sequence[ParamEntry], selection: Any, argname: str,
+    modules: Optional[Sequence[Tuple[str, nn.Module]]] = None,
 ) -> Tuple[Set[str], Dict[str, Set[str]]]:
     """Resolve ``selection`` against ``table``.
 
@@ -101,8 +112,11 @@ def resolve_selection(
     selected. Raises ``ValueError`` naming ``argname`` for an entry that selects nothing.
     """
     items = _entries(selection, argname)
-    module_names = {id(m): n for n, m in model.named_modules(remove_duplicate=False)}
-    submodules = {n for n, _ in model.named_modules(remove_duplicate=False) if n}
+    if not items:
+        return set(), {}
+    modules = modules if modules is not None else walk(model)
+    module_names = {id(m): n for n, m in modules}
+    submodules = {n for n, _ in modules if n}
     selected: Set[str] = set()
     per_entry: Dict[str, Set[str]] = {}
     for item in items:

@@ -8,9 +8,9 @@ How the maxima are computed depends on the device, behind this one function:
 
 * CUDA: ``torch._foreach_norm(ord=inf)`` per (device, dtype) group: a handful of fused kernels
   for thousands of tensors, no host synchronisation;
-* CPU: ``torch.aminmax`` per tensor (one pass, no temporary the size of the tensor, unlike
-  ``abs().amax()``), then ``max(-min, max)``; ``_foreach_norm`` is several times slower on large
-  CPU tensors;
+* CPU: ``_foreach_norm`` for small tensors, and ``torch.aminmax`` for large ones (one pass, no
+  temporary the size of the tensor, unlike ``abs().amax()``; ``_foreach_norm`` is several times
+  slower than it on large CPU tensors);
 * complex tensors: ``abs()`` first; sparse tensors: the values of the coalesced tensor
   (duplicate indices that cancel sum to zero there); empty tensors and ``None``: 0.
 
@@ -32,9 +32,33 @@ def _dense(t: torch.Tensor) -> torch.Tensor:
         t = t.coalesce().values()
     elif t.layout != torch.strided:  # sparse CSR and friends
         t = t.to_dense()
-    if t.is_complex():
-        t = t.abs()
     return t
+
+
+# Below this many elements a tensor goes through the fused _foreach_norm on CPU as well: for
+# thousands of small tensors it is 5x faster than a loop (4.4 ms against 23 ms for 2,000 tensors
+# of 64 elements here); above it aminmax wins (one pass, no temporary).
+SMALL_TENSOR = 1 << 16
+# Differences are materialised in chunks of at most this many elements.
+DIFF_CHUNK = 1 << 22
+
+
+def _maxima(ts: List[torch.Tensor], dev: torch.device) -> torch.Tensor:
+    """``max |t|`` of same-dtype, same-device, non-empty tensors, as one vector on ``dev``."""
+    if not (ts[0].is_floating_point() or ts[0].is_complex()):  # integer or bool: rare, keep them right
+        return torch.stack([t.abs().amax() if t.dtype != torch.bool else t.any() for t in ts])
+    if dev.type == "cuda":
+        return torch.stack(torch._foreach_norm(ts, _INF))
+    out: List[Optional[torch.Tensor]] = [None] * len(ts)
+    small = [i for i, t in enumerate(ts) if t.numel() <= SMALL_TENSOR]
+    if small:
+        for i, v in zip(small, torch._foreach_norm([ts[i] for i in small], _INF)):
+            out[i] = v
+    for i, t in enumerate(ts):
+        if out[i] is None:
+            low, high = torch.aminmax(t)
+            out[i] = torch.maximum(high, low.neg())
+    return torch.stack(out)
 
 
 def max_abs(tensors: Sequence[Optional[torch.Tensor]], device: torch.device) -> torch.Tensor:
@@ -47,17 +71,12 @@ def max_abs(tensors: Sequence[Optional[torch.Tensor]], device: torch.device) -> 
         t = _dense(t.detach())
         if t.numel() == 0:
             continue
+        if t.is_complex():
+            t = t.abs()
         groups.setdefault((t.device, t.dtype), []).append((i, t))
     for (dev, _), items in groups.items():
         index = torch.tensor([i for i, _ in items], device=device)
-        ts = [t for _, t in items]
-        if dev.type == "cuda":
-            values = torch.stack(torch._foreach_norm(ts, _INF))
-        elif ts[0].is_floating_point():
-            lows, highs = zip(*(torch.aminmax(t) for t in ts))
-            values = torch.maximum(torch.stack(highs), torch.stack(lows).neg())
-        else:  # integer or bool tensors: rare, but keep them correct
-            values = torch.stack([t.abs().amax() if t.dtype != torch.bool else t.any() for t in ts])
+        values = _maxima([t for _, t in items], dev)
         result.index_copy_(0, index, values.to(device=device, dtype=torch.float64))
     return result
 
@@ -68,14 +87,30 @@ def max_abs_diff(new: Sequence[torch.Tensor], old: Sequence[torch.Tensor], devic
     For finite floats ``a - b == 0`` exactly when ``a`` and ``b`` are the same number (IEEE
     subtraction is exact at zero and subnormals are kept on CPU and CUDA by default), so a zero
     here means bitwise unchanged up to the sign of zero, and any change, even one ulp, is > 0.
+    ``new`` items only need a ``detach()`` that returns the new value (it may compute it).
     """
-    # One difference at a time, so the temporaries never add up to a copy of the model.
     values = torch.zeros(len(new), dtype=torch.float64, device=device)
+    chunk: List[Tuple[int, torch.Tensor]] = []
+    size = 0
+
+    def flush() -> None:
+        nonlocal chunk, size
+        if chunk:
+            index = torch.tensor([i for i, _ in chunk], device=device)
+            values.index_copy_(0, index, max_abs([d for _, d in chunk], device))
+        chunk, size = [], 0
+
+    # Differences are built a chunk at a time, so the temporaries never add up to a model copy.
     for i, (a, b) in enumerate(zip(new, old)):
-        a, b = a.detach(), b.detach()
-        if a.numel() == 0:
+        b = b.detach()
+        if b.numel() == 0:
             continue
-        values[i : i + 1] = max_abs([a - b.to(a.device)], device)
+        a = a.detach()
+        chunk.append((i, a - b.to(a.device)))
+        size += b.numel()
+        if size >= DIFF_CHUNK:
+            flush()
+    flush()
     return values
 
 

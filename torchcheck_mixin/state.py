@@ -68,8 +68,9 @@ class ModelGuard:
     """
 
     def __init__(self, model: nn.Module, *, seed: Optional[int] = None, extra: Any = None,
-                 restore_attributes: bool = True):
+                 restore_attributes: bool = True, modules: Optional[Sequence[Tuple[str, nn.Module]]] = None):
         self.model = model
+        self._walk = modules
         self.seed = seed
         self.extra = extra
         # FSDP keeps its own state on the modules it shards and swaps their Parameters during
@@ -78,7 +79,12 @@ class ModelGuard:
         self._rng: Optional[contextlib.AbstractContextManager] = None
 
     def __enter__(self) -> "ModelGuard":
-        modules = list(self.model.modules())
+        if self._walk is None:
+            self._walk = list(self.model.named_modules())
+        seen: Dict[int, nn.Module] = {}
+        for _, m in self._walk:
+            seen.setdefault(id(m), m)
+        modules = list(seen.values())
         self._modes = [(m, m.training) for m in modules]
         self._dicts: List[Tuple[nn.Module, Dict[str, Any], Dict[str, Dict[str, Any]]]] = [
             (m, dict(m.__dict__), {name: dict(getattr(m, name)) for name in _MODULE_DICTS if hasattr(m, name)})
@@ -104,7 +110,8 @@ class ModelGuard:
                         clone = buf.clone()
                     clones[id(buf)] = clone
                 buffers[name] = clone
-        self._rng = rng_guard(cuda_devices(self.model, self.extra), self.seed)
+        devices = {t.device.index for t in params if t.is_cuda} | {t.device.index for t in clones.values() if t.is_cuda}
+        self._rng = rng_guard(sorted(devices | set(cuda_devices(self.extra))), self.seed)
         self._rng.__enter__()
         return self
 
@@ -129,8 +136,9 @@ class ModelGuard:
                 if live.keys() != saved.keys() or any(live[k] is not v for k, v in saved.items()):
                     live.clear()
                     live.update(saved)
-        for m, mode in self._modes:
-            m.training = mode
+        if not self.restore_attributes:  # else the __dict__ restore above put `training` back
+            for m, mode in self._modes:
+                m.training = mode
         for p, requires_grad, grad in self._params:
             if p.requires_grad != requires_grad:
                 p.requires_grad_(requires_grad)
@@ -146,7 +154,9 @@ def replaced_parameters(guard: ModelGuard) -> List[str]:
 
     Called before ``restore``: compares each module's live ``_parameters`` with the saved ones.
     """
-    names = {id(m): n for n, m in guard.model.named_modules()}
+    names: Dict[int, str] = {}
+    for n, m in guard._walk:
+        names.setdefault(id(m), n)
     out = []
     for m, _, saved_dicts in guard._dicts:
         saved = saved_dicts.get("_parameters", {})

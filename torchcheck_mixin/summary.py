@@ -16,12 +16,12 @@ tree nested deeper than ``TORCHINFO_MAX_DEPTH``: its time grows as 2**depth.
 """
 
 import dataclasses
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from torch import nn
 
 from . import calling
-from .parameters import parameter_table
+from .parameters import ParamEntry, parameter_table
 from .results import ModuleCount, ParameterSummary
 from .state import ModelGuard
 
@@ -39,7 +39,7 @@ def nesting_depth(model: nn.Module) -> int:
     return depth
 
 
-def count_parameters(model: nn.Module) -> ParameterSummary:
+def count_parameters(model: nn.Module, table: Optional[Sequence[ParamEntry]] = None) -> ParameterSummary:
     """The library's own counter: unique tensors, split trainable / frozen, with a per-child table.
 
     Raises ``ValueError`` for lazy modules whose parameters do not exist yet (counting them as 0
@@ -47,35 +47,36 @@ def count_parameters(model: nn.Module) -> ParameterSummary:
     """
     calling.check_module(model)
     model, _ = calling.unwrap(model)
-    lazy = calling.lazy_modules(model)
-    if lazy:
-        raise ValueError(
-            f"model has uninitialized lazy parameters in {', '.join(lazy)}; run one forward pass "
-            f"(or pass inputs to the check) before counting"
-        )
-    table = parameter_table(model)
-    trainable = [e for e in table if e.param.requires_grad]
-    frozen = [e for e in table if not e.param.requires_grad]
-    owner: Dict[int, str] = {}
-    for e in table:
-        owner[id(e.param)] = e.name.split(".", 1)[0] if "." in e.name else ""
+    if table is None:
+        lazy = calling.lazy_modules(model)
+        if lazy:
+            raise ValueError(
+                f"model has uninitialized lazy parameters in {', '.join(lazy)}; run one forward pass "
+                f"(or pass inputs to the check) before counting"
+            )
+        table = parameter_table(model)
+    # One pass: element counts split by requires_grad and by the direct child that owns them.
+    counts = [0, 0, 0, 0]  # trainable tensors, trainable elements, frozen tensors, frozen elements
     per_child: Dict[str, List[int]] = {}
-    kinds: Dict[str, str] = {n: type(m).__name__ for n, m in model.named_children()}
     for e in table:
-        key = owner[id(e.param)]
-        slot = per_child.setdefault(key, [0, 0])
-        slot[0] += 1
-        slot[1] += e.param.numel()
+        n = e.param.numel()
+        slot = 0 if e.param.requires_grad else 2
+        counts[slot] += 1
+        counts[slot + 1] += n
+        child = per_child.setdefault(e.name.partition(".")[0] if "." in e.name else "", [0, 0])
+        child[0] += 1
+        child[1] += n
+    kinds: Dict[str, str] = {n: type(m).__name__ for n, m in model.named_children()}
     modules = tuple(
         ModuleCount(name, kinds.get(name, type(model).__name__), n, k) for name, (n, k) in per_child.items()
     )
     return ParameterSummary(
         parameters=len(table),
-        trainable_parameters=len(trainable),
-        frozen_parameters=len(frozen),
-        elements=sum(e.param.numel() for e in table),
-        trainable_elements=sum(e.param.numel() for e in trainable),
-        frozen_elements=sum(e.param.numel() for e in frozen),
+        trainable_parameters=counts[0],
+        frozen_parameters=counts[2],
+        elements=counts[1] + counts[3],
+        trainable_elements=counts[1],
+        frozen_elements=counts[3],
         shared=tuple((e.name, e.aliases) for e in table if e.aliases),
         modules=modules,
     )

@@ -9,12 +9,14 @@ Two views of "updated", selected by ``mode``:
     read or written, so it costs one forward+backward.
 
 ``"snapshot"``
-    The model (and the given optimizer, copied together so their references stay consistent) is
-    deep-copied; the copy runs forward, backward and one real optimizer step (a private plain SGD
-    when no optimizer is given; weight decay and momentum would move parameters whose gradient is
-    zero). Each copied parameter is compared with the untouched original. This also catches
-    optimizer wiring bugs: a parameter missing from the optimizer, lr 0, an update below float
-    resolution, weight decay moving a parameter that got no gradient.
+    One optimizer step, and a parameter is updated when its value changed (bitwise). With the
+    user's ``optimizer``, the model and the optimizer are deep-copied together (so their
+    references stay consistent) and the copy takes that optimizer's real step: this catches
+    optimizer wiring bugs (a parameter missing from the optimizer, lr 0, an update below float
+    resolution, weight decay moving a parameter that got no gradient). Without one, the step is a
+    private plain SGD (no momentum or weight decay, which would move parameters whose gradient is
+    zero), computed out of place as ``p.add(grad, alpha=-lr)``: element for element the values
+    ``torch.optim.SGD`` would leave in a copy, without copying the model.
 
 ``"both"``
     The snapshot run, reporting both views per parameter.
@@ -42,7 +44,7 @@ from torch import nn
 
 from . import calling, distributed
 from .losses import compute_loss
-from .parameters import ParamEntry, parameter_table, resolve_selection
+from .parameters import ParamEntry, parameter_table, resolve_selection, walk
 from .reductions import max_abs, max_abs_diff, to_host
 from .results import (
     CHANGED_WITHOUT_GRAD,
@@ -125,7 +127,8 @@ def _forward_loss(module, inputs, target, loss_fn, gen, device, guard):
 
 
 def _gradient_trial(module, trainable, inputs, target, loss_fn, gen, device, guard, sharded) -> _Trial:
-    loss, replaced, caught = _forward_loss(module, inputs, target, loss_fn, gen, device, guard)
+    # FSDP swaps unsharded Parameters into the module during forward: not a user's replacement.
+    loss, replaced, caught = _forward_loss(module, inputs, target, loss_fn, gen, device, None if sharded else guard)
     if loss.requires_grad and trainable and sharded:
         # FSDP: autograd.grad cannot see sharded parameters (it returns None for all of them), so
         # backward() fills .grad (the guard saved the user's and put None); the local shards of
@@ -141,19 +144,37 @@ def _gradient_trial(module, trainable, inputs, target, loss_fn, gen, device, gua
     return _Trial(loss, grads, replaced=replaced, caught=caught)
 
 
+def _private_sgd_values(trainable, grads) -> List[torch.Tensor]:
+    """What a plain SGD step (no momentum, no weight decay) would leave in each parameter.
+
+    ``torch.optim.SGD`` updates a parameter as ``p.add_(grad, alpha=-lr)``; the out-of-place
+    ``p.add(grad, alpha=-lr)`` rounds every element the same way, so the values (an update lost
+    below float resolution included) are those of a step on a copy of the model, without the
+    copy and without touching the user's parameters or their version counters. Computed lazily,
+    one tensor at a time, by ``max_abs_diff``.
+    """
+    return [_LazySGDValue(p, g) for p, g in zip(trainable, grads)]
+
+
+class _LazySGDValue:
+    __slots__ = ("p", "g")
+
+    def __init__(self, p: torch.Tensor, g: Optional[torch.Tensor]):
+        self.p, self.g = p, g
+
+    def detach(self) -> torch.Tensor:
+        p = self.p.detach()
+        return p if self.g is None else p.add(self.g, alpha=-PRIVATE_SGD_LR)
+
+
 def _snapshot_trial(module, trainable, optimizer, inputs, target, loss_fn, gen, device, train) -> _Trial:
+    """A real step of the user's optimizer, on copies of the model and the optimizer together."""
     memo: Dict[int, Any] = {}
-    if optimizer is not None:
-        twin, twin_opt = copy.deepcopy((module, optimizer), memo)
-        # Hooks and scheduler wrappers on the copy would call back into the user's objects.
-        twin_opt._optimizer_step_pre_hooks = OrderedDict()
-        twin_opt._optimizer_step_post_hooks = OrderedDict()
-        step = lambda: type(twin_opt).step(twin_opt)  # noqa: E731 - the class's step, never a patched one
-    else:
-        twin = copy.deepcopy(module, memo)
-        twin_params = [memo[id(p)] for p in trainable]
-        twin_opt = torch.optim.SGD(twin_params, lr=PRIVATE_SGD_LR) if twin_params else None
-        step = (lambda: twin_opt.step()) if twin_opt is not None else (lambda: None)
+    twin, twin_opt = copy.deepcopy((module, optimizer), memo)
+    # Hooks and scheduler wrappers on the copy would call back into the user's objects.
+    twin_opt._optimizer_step_pre_hooks = OrderedDict()
+    twin_opt._optimizer_step_post_hooks = OrderedDict()
+    step = lambda: type(twin_opt).step(twin_opt)  # noqa: E731 - the class's step, never a patched one
     twin.train(train)
     twin_trainable = [memo.get(id(p)) for p in trainable]
     with ModelGuard(twin) as twin_guard:  # the twin is thrown away; the guard reports replacements
@@ -272,7 +293,8 @@ def check_parameters_updated(
             f"('FSDP does not support deepcopy'); use mode='gradient' for FSDP-sharded models"
         )
     device = calling.model_device(module)
-    lazy = calling.lazy_modules(module)
+    modules = walk(module)
+    lazy = calling.lazy_modules(module, modules)
     if lazy:
         if optimizer is not None:
             raise ValueError(
@@ -280,11 +302,12 @@ def check_parameters_updated(
                 f"given; run one forward pass before creating the optimizer"
             )
         module = _materialize_lazy(module, inputs, seed, device)
-    table = parameter_table(module)
+        modules = walk(module)
+    table = parameter_table(module, modules)
     if not table:
         raise ValueError(f"model ({type(module).__name__}) has no parameters: there is nothing to update")
-    allowed, allowed_by_entry = resolve_selection(module, table, allow_not_updated, "allow_not_updated")
-    frozen_expected, _ = resolve_selection(module, table, expect_frozen, "expect_frozen")
+    allowed, allowed_by_entry = resolve_selection(module, table, allow_not_updated, "allow_not_updated", modules)
+    frozen_expected, _ = resolve_selection(module, table, expect_frozen, "expect_frozen", modules)
     trainable_entries = [e for e in table if e.param.requires_grad]
     trainable = [e.param for e in trainable_entries]
     in_optimizer = None
@@ -295,13 +318,18 @@ def check_parameters_updated(
     maxg = change = None
     had_grad = [False] * len(trainable)
     trials_out: List[_Trial] = []
-    with torch.enable_grad(), ModelGuard(module, seed=seed, extra=inputs, restore_attributes=not sharded) as guard:
+    # FSDP: fsdp_settled reshards (or, after an exception, resets) FSDP's state before the guard
+    # restores the module dicts, so the guard finds the sharded parameters it saved.
+    with torch.enable_grad(), ModelGuard(module, seed=seed, extra=inputs, modules=modules) as guard, \
+            distributed.fsdp_settled(module):
         module.train(train)
         for trial in range(trials):
             torch.manual_seed(seed + trial)  # forward randomness (dropout), inside the forked RNG
             gen = calling.make_generator(seed + trial, device)
-            if mode == "gradient":
+            if mode == "gradient" or optimizer is None:
                 t = _gradient_trial(module, trainable, inputs, target, loss_fn, gen, device, guard, sharded)
+                if mode != "gradient":
+                    t.new_values = _private_sgd_values(trainable, t.grads)
             else:
                 t = _snapshot_trial(module, trainable, optimizer, inputs, target, loss_fn, gen, device, train)
             g = max_abs(t.grads, device)
@@ -340,7 +368,7 @@ def check_parameters_updated(
         trials=trials,
         atol=atol,
         records=tuple(records),
-        summary=count_parameters(module),
+        summary=count_parameters(module, table),
         model=type(module).__name__,
         stale_allowances=stale,
         notes=_notes(table, records, trials_out, optimizer, atol, lazy) + _ddp_notes(model, records),
