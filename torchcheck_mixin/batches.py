@@ -221,48 +221,38 @@ def check_batch_shape(batch_or_loader: Any, expected_shape: Any, *, dtype: Any =
             total = len(batch_or_loader)
         except TypeError:
             total = None
+        # One iterator for the whole check, closed (workers stopped) whatever happens.
         with rng_guard():
-            if total is None:
-                cap = max_batches or DEFAULT_UNSIZED_CAP
-                iterator = iter(batch_or_loader)
-                try:
-                    for index, batch in enumerate(itertools.islice(iterator, cap)):
-                        inspect(index, batch)
-                finally:
-                    _close(iterator, batch_or_loader)
-                if len(checked) < cap:
-                    cap = None  # it ended by itself: its last batch was among those checked
-                    last_checked = bool(checked)
-            elif max_batches is None or max_batches >= total:
-                iterator = iter(batch_or_loader)
-                try:
-                    for index, batch in enumerate(itertools.islice(iterator, total)):
-                        inspect(index, batch)
-                finally:
-                    _close(iterator, batch_or_loader)
-                last_checked = len(checked) == total
-            else:
-                cap = max_batches
-                head = max_batches - 1
-                iterator = iter(batch_or_loader)
-                try:
-                    for index, batch in enumerate(itertools.islice(iterator, head)):
-                        inspect(index, batch)
+            iterator = iter(batch_or_loader)
+            try:
+                if total is None:
+                    cap = max_batches or DEFAULT_UNSIZED_CAP
+                    head = cap
+                elif max_batches is None or max_batches >= total:
+                    head = total
+                else:
+                    cap = max_batches
+                    head = max_batches - 1
+                for index, batch in enumerate(itertools.islice(iterator, head)):
+                    inspect(index, batch)
+                if total is None:
+                    if len(checked) < cap:  # it ended by itself: its last batch was checked
+                        cap = None
+                        last_checked = bool(checked)
+                elif head == total:
+                    last_checked = len(checked) == total
+                else:
                     built, last = _last_batch_directly(batch_or_loader)
-                    if built:
-                        if last is not None:
-                            inspect(total - 1, last)
-                            last_checked = True
-                    else:  # run to the end, checking only the last batch
-                        last = None
-                        count = head
+                    index = total - 1
+                    if not built:  # run to the end, checking only the last batch
+                        last, index = None, head - 1
                         for last in itertools.islice(iterator, total - head):
-                            count += 1
-                        if last is not None:
-                            inspect(count - 1, last)
-                            last_checked = True
-                finally:
-                    _close(iterator, batch_or_loader)
+                            index += 1
+                    if last is not None:
+                        inspect(index, last)
+                        last_checked = True
+            finally:
+                _close(iterator, batch_or_loader)
     return BatchShapeResult(
         spec=format_spec(expected_shape),
         dtype_spec=(str(dtype) if isinstance(dtype, torch.dtype) else repr(dtype)) if dtype is not None else None,
