@@ -160,11 +160,19 @@ def _last_batch_directly(loader: Any) -> Tuple[bool, Any]:
     return True, loader.collate_fn([loader.dataset[i] for i in indices])
 
 
-def _close(iterator: Any, source: Any) -> None:
+def _close(iterator: Any, source: Any, before: Any) -> None:
+    """Stop what the check started; leave what the user owns.
+
+    ``before`` is a persistent-workers loader's ``_iterator`` before the check: if the user's
+    workers were already running they stay; if the check started them, they are shut down and
+    the loader is left without an iterator, as it was.
+    """
     if iterator is source:
         return  # the user's own iterator: not ours to close
     if getattr(source, "persistent_workers", False) and getattr(source, "_iterator", None) is iterator:
-        return  # a loader with persistent workers reuses this iterator: its workers are meant to stay
+        if before is iterator:
+            return
+        source._iterator = None
     shutdown = getattr(iterator, "_shutdown_workers", None)
     if shutdown is not None:
         shutdown()
@@ -223,6 +231,7 @@ def check_batch_shape(batch_or_loader: Any, expected_shape: Any, *, dtype: Any =
             total = None
         # One iterator for the whole check, closed (workers stopped) whatever happens.
         with rng_guard():
+            before = getattr(batch_or_loader, "_iterator", None)
             iterator = iter(batch_or_loader)
             try:
                 if total is None:
@@ -252,7 +261,7 @@ def check_batch_shape(batch_or_loader: Any, expected_shape: Any, *, dtype: Any =
                         inspect(index, last)
                         last_checked = True
             finally:
-                _close(iterator, batch_or_loader)
+                _close(iterator, batch_or_loader, before)
     return BatchShapeResult(
         spec=format_spec(expected_shape),
         dtype_spec=(str(dtype) if isinstance(dtype, torch.dtype) else repr(dtype)) if dtype is not None else None,

@@ -15,6 +15,7 @@ Wrappers (``torch.compile``'s ``OptimizedModule``, ``DataParallel``,
 eagerly on the real module.
 """
 
+import copy
 from collections.abc import Mapping
 from typing import Any, Callable, Tuple
 
@@ -22,8 +23,7 @@ import torch
 from torch import nn
 from torch.nn.modules.lazy import LazyModuleMixin
 
-from . import trees
-from .distributed import unwrap  # noqa: F401 - re-exported: every check unwraps through here
+from . import distributed, trees
 
 __unittest = True
 
@@ -31,6 +31,9 @@ def check_module(model: Any, argname: str = "model") -> nn.Module:
     if not isinstance(model, nn.Module):
         raise TypeError(f"{argname} must be a torch.nn.Module, got {type(model).__name__}")
     return model
+
+
+unwrap = distributed.unwrap  # every check unwraps through here
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -78,7 +81,8 @@ def to_device(value: Any, device: torch.device) -> Any:
                 t = t.clone()
         if t.device != device:
             t = t.to(device)
-        return t
+        # Detached: a check's backward must not write .grad into the user's inputs or targets.
+        return t.detach()
 
     return trees.map_tensors(move, value)
 
@@ -133,3 +137,35 @@ def lazy_modules(model: nn.Module, modules: Any = None) -> Tuple[str, ...]:
         if fn is not None and fn():
             out.append(f"{name or '<root>'} ({type(m).__name__})")
     return tuple(out)
+
+
+def deep_copy(value: Any) -> Any:
+    """``copy.deepcopy`` that also copes with graph tensors cached on modules.
+
+    A forward that stores an intermediate on ``self`` (``self.attn = scores.softmax(-1)``) leaves
+    a non-leaf tensor there, and deepcopy refuses those ("Only Tensors created explicitly by the
+    user support the deepcopy protocol"). The copy gets a detached clone of each such tensor.
+    """
+    memo: dict = {}
+    stack = [value] if isinstance(value, nn.Module) else [v for v in (value if isinstance(value, tuple) else ())
+                                                           if isinstance(v, nn.Module)]
+    for root in stack:
+        for m in root.modules():
+            for attr in vars(m).values():
+                if isinstance(attr, torch.Tensor) and attr.grad_fn is not None:
+                    memo[id(attr)] = attr.detach().clone()  # a copy: the twin may be written to
+    return copy.deepcopy(value, memo), memo
+
+
+def private_step(optimizer: torch.optim.Optimizer) -> None:
+    """One step of a *copied* optimizer, without the hooks of the original.
+
+    ``Optimizer`` wraps each class's ``step`` once (``profile_hook_step``) to run the global and
+    per-instance step hooks; the copy must run none of them (they belong to the user's training
+    loop), and an instance attribute ``step`` (an LR scheduler's wrapper) would even call back
+    into the user's optimizer. So the class's unwrapped function is called directly.
+    """
+    step = type(optimizer).step
+    if getattr(step, "hooked", False) and hasattr(step, "__wrapped__"):
+        step = step.__wrapped__
+    step(optimizer)

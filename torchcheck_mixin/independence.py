@@ -58,8 +58,10 @@ def check_batch_independent(model: nn.Module, inputs: Any, *, batch_dim: int = 0
     """Check that no output sample depends on another input sample (see the module docstring)."""
     calling.check_module(model)
     calling.check_inputs(inputs)
-    if isinstance(batch_dim, bool) or not isinstance(batch_dim, int) or batch_dim < 0:
+    if isinstance(batch_dim, bool) or not isinstance(batch_dim, int):
         raise TypeError(f"batch_dim must be a non-negative int, got {batch_dim!r}")
+    if batch_dim < 0:
+        raise ValueError(f"batch_dim must be a non-negative int, got {batch_dim} (count from the front)")
     module, _ = calling.unwrap(model)
     device = calling.model_device(module)
     gen = calling.make_generator(seed, device)

@@ -8,7 +8,7 @@ stays readable.
 """
 
 import math
-from typing import Any, Iterable, List, Optional, Sequence
+from typing import Iterable, List, Optional, Sequence
 
 from . import trees
 from .results import (
@@ -278,6 +278,8 @@ def describe_update(report: ParameterUpdateReport, summary: Optional[ParameterSu
     trainable = report.trainable_parameters
     not_updated = [r for r in failures if r.status not in (FROZEN, UPDATED) and not r.expected_frozen]
     lines: List[str] = []
+    if report.errors and not report.records:
+        return block("Parameter update check failed: " + report.errors[0], [f"model: {report.model}"])
     if report.errors:
         head = "Parameter update check failed: " + report.errors[0]
         lines += list(report.errors[1:])
@@ -363,6 +365,8 @@ def _findings(result: ValueCheckResult) -> List[str]:
 
 
 def describe_all_finite(result: ValueCheckResult) -> str:
+    if not result.leaves_checked:
+        return block("Nothing to check: the value holds no tensor", ["a module without parameters or buffers, or an empty structure"])
     head = f"Non-finite values in {ratio(len(result.findings), result.leaves_checked)} tensors"
     return block(head, _findings(result))
 
@@ -396,6 +400,10 @@ def describe_state_dict_round_trip(result: ValueCheckResult) -> str:
 
 def describe_overfit(result: OverfitResult) -> str:
     dec = result.decrease
+    if result.problem:
+        return block(f"The model cannot fit one batch: {result.problem}", [
+            f"loss {number(result.initial)}; optimizer {result.optimizer}",
+            "a detach()/no_grad() in forward, or every parameter frozen, leaves nothing to train"])
     if any(v != v or abs(v) == float("inf") for v in result.losses):
         bad = next(i for i, v in enumerate(result.losses) if v != v or abs(v) == float("inf"))
         head = f"Loss became non-finite ({number(result.losses[bad])}) at step {bad} of {result.steps} on one batch"

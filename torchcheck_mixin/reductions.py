@@ -61,12 +61,21 @@ def _maxima(ts: List[torch.Tensor], dev: torch.device) -> torch.Tensor:
     return torch.stack(out)
 
 
-def max_abs(tensors: Sequence[Optional[torch.Tensor]], device: torch.device) -> torch.Tensor:
-    """``max |t|`` of each tensor as a float64 vector on ``device`` (0 for None or empty)."""
-    result = torch.zeros(len(tensors), dtype=torch.float64, device=device)
+def max_abs(tensors: Sequence[Optional[torch.Tensor]], device: torch.device, missing: float = 0.0) -> torch.Tensor:
+    """``max |t|`` of each tensor as a float64 vector on ``device``: 0 for an empty tensor,
+    ``missing`` for None (-1 lets a caller tell "no gradient" from "zero gradient" on the device,
+    and survives ``torch.maximum`` over trials and a MAX all-reduce over ranks).
+
+    No index tensors are built (a host-to-device copy each): the per-group maxima are unbound
+    into 0-d tensors and stacked back in order, one kernel for the whole vector.
+    """
+    zero = torch.zeros((), dtype=torch.float64, device=device)
+    absent = zero if missing == 0 else torch.full((), missing, dtype=torch.float64, device=device)
+    out: List[torch.Tensor] = [zero] * len(tensors)
     groups: Dict[Tuple[torch.device, torch.dtype], List[Tuple[int, torch.Tensor]]] = {}
     for i, t in enumerate(tensors):
         if t is None:
+            out[i] = absent
             continue
         t = _dense(t.detach())
         if t.numel() == 0:
@@ -75,10 +84,10 @@ def max_abs(tensors: Sequence[Optional[torch.Tensor]], device: torch.device) -> 
             t = t.abs()
         groups.setdefault((t.device, t.dtype), []).append((i, t))
     for (dev, _), items in groups.items():
-        index = torch.tensor([i for i, _ in items], device=device)
-        values = _maxima([t for _, t in items], dev)
-        result.index_copy_(0, index, values.to(device=device, dtype=torch.float64))
-    return result
+        values = _maxima([t for _, t in items], dev).to(device=device, dtype=torch.float64)
+        for (i, _), v in zip(items, values.unbind()):
+            out[i] = v
+    return torch.stack(out) if out else zero.new_zeros(0)
 
 
 def max_abs_diff(new: Sequence[torch.Tensor], old: Sequence[torch.Tensor], device: torch.device) -> torch.Tensor:
@@ -89,29 +98,24 @@ def max_abs_diff(new: Sequence[torch.Tensor], old: Sequence[torch.Tensor], devic
     here means bitwise unchanged up to the sign of zero, and any change, even one ulp, is > 0.
     ``new`` items only need a ``detach()`` that returns the new value (it may compute it).
     """
-    values = torch.zeros(len(new), dtype=torch.float64, device=device)
-    chunk: List[Tuple[int, torch.Tensor]] = []
+    parts: List[torch.Tensor] = []
+    chunk: List[Optional[torch.Tensor]] = []
     size = 0
-
-    def flush() -> None:
-        nonlocal chunk, size
-        if chunk:
-            index = torch.tensor([i for i, _ in chunk], device=device)
-            values.index_copy_(0, index, max_abs([d for _, d in chunk], device))
-        chunk, size = [], 0
-
     # Differences are built a chunk at a time, so the temporaries never add up to a model copy.
-    for i, (a, b) in enumerate(zip(new, old)):
+    for a, b in zip(new, old):
         b = b.detach()
         if b.numel() == 0:
+            chunk.append(None)
             continue
         a = a.detach()
-        chunk.append((i, a - b.to(a.device)))
+        chunk.append(a - b.to(a.device))
         size += b.numel()
         if size >= DIFF_CHUNK:
-            flush()
-    flush()
-    return values
+            parts.append(max_abs(chunk, device))
+            chunk, size = [], 0
+    if chunk or not parts:
+        parts.append(max_abs(chunk, device))
+    return torch.cat(parts) if len(parts) > 1 else parts[0]
 
 
 def to_host(*vectors: torch.Tensor) -> List[List[float]]:

@@ -290,6 +290,7 @@ class OverfitResult:
     min_decrease: float
     losses: Tuple[float, ...]
     optimizer: str
+    problem: str = ""  # why training could not even start (no graph, nothing trainable)
 
     @property
     def decrease(self) -> float:
@@ -299,7 +300,8 @@ class OverfitResult:
 
     @property
     def passed(self) -> bool:
-        return all(v == v and abs(v) != float("inf") for v in self.losses) and self.decrease >= self.min_decrease
+        return (not self.problem and all(v == v and abs(v) != float("inf") for v in self.losses)
+                and self.decrease >= self.min_decrease)
 
 
 @dataclass(frozen=True)

@@ -43,9 +43,6 @@ from .trees import Path, children, format_path, is_namedtuple, is_sequence
 
 __unittest = True
 
-Dim = Union[int, None, str, "ellipsis"]  # noqa: F821 - the type of `...`
-
-
 @dataclass(frozen=True)
 class ShapeNode:
     """A parsed shape: ``dims`` as written, plus where ``...`` sits (or None)."""

@@ -56,7 +56,11 @@ def rng_guard(devices: Sequence[int] = (), seed: Optional[int] = None):
     devices = list(devices) if torch.cuda.is_available() and torch.cuda.is_initialized() else []
     with torch.random.fork_rng(devices=devices):
         if seed is not None:
-            torch.manual_seed(seed)  # seeds CPU and the already-initialised CUDA devices
+            # Only the generators that were saved: torch.manual_seed would also reseed every
+            # other initialised CUDA device, whose state fork_rng does not restore.
+            torch.random.default_generator.manual_seed(seed)
+            for index in devices:
+                torch.cuda.default_generators[index].manual_seed(seed)
         yield
 
 

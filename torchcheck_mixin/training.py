@@ -12,8 +12,6 @@ targets, a teacher's outputs are always within the model's reach.
 Default optimizer: Adam with lr 1e-2.
 """
 
-import copy
-from collections import OrderedDict
 from typing import Any, Callable, Optional
 
 import torch
@@ -37,7 +35,7 @@ def _teacher_target_loss(twin: nn.Module, x: Any, gen: torch.Generator) -> Calla
     numbers), which would make a correct model look broken. The outputs of the same architecture
     with every trainable weight moved by about one standard deviation of its tensor are.
     """
-    teacher = copy.deepcopy(twin)
+    teacher, _ = calling.deep_copy(twin)
     with torch.no_grad():
         for p in teacher.parameters():
             if not p.requires_grad or not (p.is_floating_point() or p.is_complex()) or p.numel() == 0:
@@ -66,9 +64,13 @@ def check_can_overfit_batch(model: nn.Module, inputs: Any, target: Any = None, *
     calling.check_module(model)
     calling.check_inputs(inputs)
     calling.check_callable(loss_fn, "loss_fn")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
-    if isinstance(min_decrease, bool) or not isinstance(min_decrease, (int, float)) or not 0 < min_decrease <= 1:
+    if isinstance(steps, bool) or not isinstance(steps, int):
+        raise TypeError(f"steps must be an int >= 1, got {type(steps).__name__} {steps!r}")
+    if steps < 1:
+        raise ValueError(f"steps must be an int >= 1, got {steps}")
+    if isinstance(min_decrease, bool) or not isinstance(min_decrease, (int, float)):
+        raise TypeError(f"min_decrease must be a fraction in (0, 1], got {type(min_decrease).__name__} {min_decrease!r}")
+    if not 0 < min_decrease <= 1:
         raise ValueError(f"min_decrease must be a fraction in (0, 1], got {min_decrease!r}")
     if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
         raise TypeError(f"optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}")
@@ -78,25 +80,22 @@ def check_can_overfit_batch(model: nn.Module, inputs: Any, target: Any = None, *
     x = calling.to_device(calling.resolve(inputs, gen, "inputs"), device)
     y = calling.to_device(calling.resolve(target, gen, "target"), device) if target is not None else None
     losses = []
+    problem = ""
     with torch.enable_grad(), ModelGuard(module, seed=seed, extra=x):
         if optimizer is not None:
             if calling.lazy_modules(module):
                 raise ValueError("the model has uninitialized lazy modules and an optimizer was given; run one "
                                  "forward pass before creating the optimizer")
-            twin, opt = copy.deepcopy((module, optimizer))
-            opt._optimizer_step_pre_hooks = OrderedDict()
-            opt._optimizer_step_post_hooks = OrderedDict()
-            step = lambda: type(opt).step(opt)  # noqa: E731 - the class's step, never a patched one
+            (twin, opt), _ = calling.deep_copy((module, optimizer))
+            step = lambda: calling.private_step(opt)  # noqa: E731 - without the user's hooks
         else:
-            twin = copy.deepcopy(module)
+            twin, _ = calling.deep_copy(module)
             if calling.lazy_modules(twin):  # create the parameters before the optimizer sees them
                 with torch.no_grad():
                     calling.call(twin, x)
             params = [p for p in twin.parameters() if p.requires_grad]
-            if not params:
-                raise ValueError("the model has no trainable parameters to fit")
-            opt = torch.optim.Adam(params, lr=DEFAULT_LR)
-            step = opt.step
+            opt = torch.optim.Adam(params, lr=DEFAULT_LR) if params else None
+            step = (lambda: calling.private_step(opt)) if opt is not None else (lambda: None)
         fit = _teacher_target_loss(twin, x, gen) if loss_fn is None and y is None else None
         twin.train()
         for _ in range(steps + 1):
@@ -106,6 +105,10 @@ def check_can_overfit_batch(model: nn.Module, inputs: Any, target: Any = None, *
             else:
                 loss = compute_loss(out, y, loss_fn, gen)
             losses.append(loss.detach().reshape(1))
+            if not loss.requires_grad or opt is None:
+                problem = ("the loss does not depend on any trainable parameter (the forward builds no graph)"
+                           if opt is not None else "the model has no trainable parameters")
+                break
             if len(losses) == steps + 1:
                 break  # the last forward only measures
             opt.zero_grad(set_to_none=True)
@@ -117,4 +120,5 @@ def check_can_overfit_batch(model: nn.Module, inputs: Any, target: Any = None, *
         steps=steps, initial=host[0], final=host[-1], best=min(finite) if finite else float("nan"),
         min_decrease=float(min_decrease), losses=tuple(host),
         optimizer=type(optimizer).__name__ if optimizer is not None else f"Adam(lr={DEFAULT_LR:g})",
+        problem=problem,
     )

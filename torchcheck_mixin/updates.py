@@ -34,10 +34,8 @@ one device-to-host transfer for the whole check, however many parameters there a
 (True, ())
 """
 
-import copy
 import warnings
-from collections import OrderedDict
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -94,7 +92,7 @@ def _validate(model, inputs, mode, loss_fn, optimizer, seed, trials, atol, train
 
 def _materialize_lazy(module: nn.Module, inputs: Any, seed: int, device: torch.device) -> nn.Module:
     """A copy of a lazy model with its parameters created by one forward (the user's stays lazy)."""
-    module = copy.deepcopy(module)
+    module, _ = calling.deep_copy(module)
     with torch.no_grad(), ModelGuard(module, seed=seed, extra=inputs):
         gen = calling.make_generator(seed, device)
         calling.call(module, calling.to_device(calling.resolve(inputs, gen, "inputs"), device))
@@ -169,12 +167,7 @@ class _LazySGDValue:
 
 def _snapshot_trial(module, trainable, optimizer, inputs, target, loss_fn, gen, device, train) -> _Trial:
     """A real step of the user's optimizer, on copies of the model and the optimizer together."""
-    memo: Dict[int, Any] = {}
-    twin, twin_opt = copy.deepcopy((module, optimizer), memo)
-    # Hooks and scheduler wrappers on the copy would call back into the user's objects.
-    twin_opt._optimizer_step_pre_hooks = OrderedDict()
-    twin_opt._optimizer_step_post_hooks = OrderedDict()
-    step = lambda: type(twin_opt).step(twin_opt)  # noqa: E731 - the class's step, never a patched one
+    (twin, twin_opt), memo = calling.deep_copy((module, optimizer))
     twin.train(train)
     twin_trainable = [memo.get(id(p)) for p in trainable]
     with ModelGuard(twin) as twin_guard:  # the twin is thrown away; the guard reports replacements
@@ -183,7 +176,7 @@ def _snapshot_trial(module, trainable, optimizer, inputs, target, loss_fn, gen, 
             loss.backward()
         grads = [p.grad for p in twin_trainable]
         with torch.no_grad():
-            step()
+            calling.private_step(twin_opt)
         # Values are read after the step and before the guard puts anything back.
         new_values = [p.detach() for p in twin_trainable]
         grads = [g.detach() if g is not None else None for g in grads]
@@ -304,8 +297,6 @@ def check_parameters_updated(
         module = _materialize_lazy(module, inputs, seed, device)
         modules = walk(module)
     table = parameter_table(module, modules)
-    if not table:
-        raise ValueError(f"model ({type(module).__name__}) has no parameters: there is nothing to update")
     allowed, allowed_by_entry = resolve_selection(module, table, allow_not_updated, "allow_not_updated", modules)
     frozen_expected, _ = resolve_selection(module, table, expect_frozen, "expect_frozen", modules)
     trainable_entries = [e for e in table if e.param.requires_grad]
@@ -316,7 +307,6 @@ def check_parameters_updated(
         in_optimizer = [id(p) in held for p in trainable]
 
     maxg = change = None
-    had_grad = [False] * len(trainable)
     trials_out: List[_Trial] = []
     # FSDP: fsdp_settled reshards (or, after an exception, resets) FSDP's state before the guard
     # restores the module dicts, so the guard finds the sharded parameters it saved.
@@ -332,33 +322,34 @@ def check_parameters_updated(
                     t.new_values = _private_sgd_values(trainable, t.grads)
             else:
                 t = _snapshot_trial(module, trainable, optimizer, inputs, target, loss_fn, gen, device, train)
-            g = max_abs(t.grads, device)
+            g = max_abs(t.grads, device, missing=-1.0)  # -1: no gradient in this trial
             maxg = g if maxg is None else torch.maximum(maxg, g)
-            had_grad = [h or (x is not None) for h, x in zip(had_grad, t.grads)]
             if t.new_values is not None:
                 d = max_abs_diff(t.new_values, trainable, device)
                 change = d if change is None else torch.maximum(change, d)
             trials_out.append(t)
             t.grads = t.new_values = None  # free memory before the next trial
 
-    had = torch.tensor(had_grad, dtype=torch.float64, device=device)
     if collective:
-        maxg, had, change = _combine_across_ranks(maxg, had, change)
+        maxg, change = _combine_across_ranks(maxg, change)
     loss = trials_out[0].loss.detach().reshape(1).to(device=device, dtype=torch.float64)
-    host = to_host(*(v for v in (maxg, had, change, loss) if v is not None))
-    maxg_h, had_h = host[0], host[1]
-    change_h = host[2] if change is not None else None
+    host = to_host(*(v for v in (maxg, change, loss) if v is not None))  # the check's one transfer
+    maxg_h = host[0]
+    change_h = host[1] if change is not None else None
     loss_value = host[-1][0]
 
     records = []
     index = {id(p): i for i, p in enumerate(trainable)}
     for e in table:
         records.append(
-            _record(e, index.get(id(e.param)), maxg_h, had_h, change_h, in_optimizer, atol, mode,
+            _record(e, index.get(id(e.param)), maxg_h, change_h, in_optimizer, atol, mode,
                     e.name in allowed, e.name in frozen_expected)
         )
     errors = []
-    if not trainable:
+    if not table:
+        errors.append(f"the model ({type(module).__name__}) has no parameters: nothing can update (layers kept in "
+                      f"a plain list or dict are not registered)")
+    elif not trainable:
         errors.append("the model has no trainable parameters (every parameter has requires_grad=False)")
     status = {r.name: r.status for r in records}
     stale = tuple(entry for entry, names in allowed_by_entry.items() if all(status[n] == UPDATED for n in names))
@@ -395,22 +386,23 @@ def _ddp_notes(model, records) -> Tuple[str, ...]:
     return ()
 
 
-def _combine_across_ranks(maxg, had, change):
+def _combine_across_ranks(maxg, change):
     """A parameter is updated if it is updated on any rank: one MAX all-reduce for the check.
 
-    Non-finite maxima travel as inf (``reduce_max_across_ranks`` maps NaN to +inf, which gloo's
-    MAX keeps whatever the rank order) and read as non-finite on every rank.
+    "No gradient" travels as -1, so MAX keeps a gradient seen on any rank; non-finite maxima
+    travel as inf (``reduce_max_across_ranks`` maps NaN to +inf, which gloo's MAX keeps
+    whatever the rank order) and read as non-finite on every rank.
     """
-    columns = [maxg, had] + ([change] if change is not None else [])
+    columns = [maxg] + ([change] if change is not None else [])
     stats = distributed.reduce_max_across_ranks(torch.stack(columns, dim=1))
-    return stats[:, 0], stats[:, 1], (stats[:, 2] if change is not None else None)
+    return stats[:, 0], (stats[:, 1] if change is not None else None)
 
 
 def _finite(x: float) -> bool:
     return x == x and x not in (float("inf"), float("-inf"))
 
 
-def _record(e: ParamEntry, i, maxg_h, had_h, change_h, in_optimizer, atol, mode, allowed, frozen_expected):
+def _record(e: ParamEntry, i, maxg_h, change_h, in_optimizer, atol, mode, allowed, frozen_expected):
     p = e.param
     common = dict(
         name=e.name, aliases=e.aliases, shape=tuple(p.shape), numel=p.numel(), dtype=str(p.dtype),
@@ -418,8 +410,8 @@ def _record(e: ParamEntry, i, maxg_h, had_h, change_h, in_optimizer, atol, mode,
     )
     if i is None:
         return ParameterRecord(status=FROZEN, max_grad=None, max_change=None, **common)
-    had = had_h[i] > 0
     g = maxg_h[i]
+    had = not g < 0  # -1 marks "no gradient in any trial"; NaN (non-finite) had one
     gstatus = _gradient_status(had, g, not _finite(g), atol)
     max_grad = g if had else None
     if mode == "gradient":

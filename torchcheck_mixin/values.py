@@ -8,14 +8,13 @@ the host once per check; only the leaves that fail are inspected further for the
 '1 NaN, 0 inf of 2 elements; first NaN at (1,)'
 """
 
-import copy
 import io
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
 
-from . import calling, trees
+from . import calling, distributed, trees
 from .forward import run_forward
 from .results import Finding, ValueCheckResult
 from .state import ModelGuard, rng_guard
@@ -51,25 +50,46 @@ def _value_leaves(value: Any, argname: str) -> List[Tuple[str, torch.Tensor]]:
 
 
 def check_all_finite(value: Any) -> ValueCheckResult:
-    """No NaN or inf in a tensor, a structure, or a module's parameters, buffers and grads."""
-    leaves = [(n, t.detach()) for n, t in _value_leaves(value, "value")]
-    leaves = [(n, t.coalesce().values() if t.is_sparse else t) for n, t in leaves]
+    """No NaN or inf in a tensor, a structure, or a module's parameters, buffers and grads.
+
+    Distributed (a DDP or FSDP module, or any ``DTensor`` leaf, under a process group): every
+    rank must call it; sharded tensors are counted over their local shards and the counts summed
+    over the ranks, replicated ones give the most found on any rank, in one collective, so every
+    rank reaches the same verdict. Element indices are not gathered for sharded tensors.
+    """
+    leaves = [(n, t) for n, t in _value_leaves(value, "value")]
+    exact = sum(1 for _, t in leaves if not (t.is_floating_point() or t.is_complex()))  # finite by type
     leaves = [(n, t) for n, t in leaves if t.is_floating_point() or t.is_complex()]
+    sharded = [distributed.is_dtensor(t) for _, t in leaves]
+    collective = distributed.is_distributed_active() and (
+        any(sharded) or (isinstance(value, nn.Module) and distributed.is_collective_model(value)))
+    totals = [distributed.global_numel(t) for _, t in leaves]
+    # DTensor leaves: their local shard (no communication); grad_to_local detaches.
+    leaves = [(n, distributed.grad_to_local(t)) for n, t in leaves]
+    leaves = [(n, t.coalesce().values() if t.is_sparse else t) for n, t in leaves]
     if not leaves:
-        return ValueCheckResult("all_finite", 0, (), (("note", "no floating-point tensor to check"),))
+        note = "integer and bool tensors are always finite" if exact else "no tensor to check"
+        return ValueCheckResult("all_finite", exact, (), (("note", note),))
     counts = torch.stack([
         torch.stack([t.isnan().sum(), t.isinf().sum()]).cpu() for _, t in leaves
-    ]).tolist()  # one transfer per device
+    ])  # one transfer per device
+    if collective:
+        counts = distributed.reduce_counts_across_ranks(counts, sharded)
+    counts = counts.tolist()
+    world = distributed.get_world_size()
     findings = []
-    for (name, t), (nans, infs) in zip(leaves, counts):
+    for (name, t), (nans, infs), total, shard in zip(leaves, counts, totals, sharded):
         if nans or infs:
-            parts = [f"{nans:,} NaN, {infs:,} inf of {t.numel():,} elements"]
-            if nans:
-                parts.append(f"first NaN at {_indices_text(_first_indices(t.isnan()))}")
-            if infs:
-                parts.append(f"first inf at {_indices_text(_first_indices(t.isinf()))}")
-            findings.append(Finding(name, "; ".join(parts), count=nans + infs, total=t.numel()))
-    return ValueCheckResult("all_finite", len(leaves), tuple(findings))
+            parts = [f"{nans:,} NaN, {infs:,} inf of {total:,} elements"]
+            if shard:
+                parts.append(f"sharded over {world} ranks")
+            else:
+                if nans:
+                    parts.append(f"first NaN at {_indices_text(_first_indices(t.isnan())) or '(on another rank)'}")
+                if infs:
+                    parts.append(f"first inf at {_indices_text(_first_indices(t.isinf())) or '(on another rank)'}")
+            findings.append(Finding(name, "; ".join(parts), count=nans + infs, total=total))
+    return ValueCheckResult("all_finite", len(leaves) + exact, tuple(findings))
 
 
 def _check_bound(name: str, low: Any, high: Any) -> None:
@@ -211,7 +231,7 @@ def check_state_dict_round_trip(model: nn.Module, inputs: Any, *, seed: int = 0)
         torch.save(module.state_dict(), buffer)
         buffer.seek(0)
         state = torch.load(buffer, map_location=device, weights_only=True)
-        twin = copy.deepcopy(module)
+        twin, _ = calling.deep_copy(module)
         _scramble(twin)
         keys = twin.load_state_dict(state, strict=False)
         twin.eval()
