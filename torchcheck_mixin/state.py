@@ -56,12 +56,19 @@ def rng_guard(devices: Sequence[int] = (), seed: Optional[int] = None):
     devices = list(devices) if torch.cuda.is_available() and torch.cuda.is_initialized() else []
     with torch.random.fork_rng(devices=devices):
         if seed is not None:
-            # Only the generators that were saved: torch.manual_seed would also reseed every
-            # other initialised CUDA device, whose state fork_rng does not restore.
-            torch.random.default_generator.manual_seed(seed)
-            for index in devices:
-                torch.cuda.default_generators[index].manual_seed(seed)
-        yield
+            seed_forked(seed, devices)
+        yield devices
+
+
+def seed_forked(seed: int, devices: Sequence[int]) -> None:
+    """Seed the CPU generator and the given CUDA devices' generators, and no other.
+
+    ``torch.manual_seed`` would also reseed every other initialised CUDA device, whose state a
+    fork of the RNG on the model's devices does not restore.
+    """
+    torch.random.default_generator.manual_seed(seed)
+    for index in devices:
+        torch.cuda.default_generators[index].manual_seed(seed)
 
 
 class ModelGuard:
@@ -116,8 +123,12 @@ class ModelGuard:
                 buffers[name] = clone
         devices = {t.device.index for t in params if t.is_cuda} | {t.device.index for t in clones.values() if t.is_cuda}
         self._rng = rng_guard(sorted(devices | set(cuda_devices(self.extra))), self.seed)
-        self._rng.__enter__()
+        self.devices = self._rng.__enter__()
         return self
+
+    def reseed(self, seed: int) -> None:
+        """Seed the forked RNGs (CPU and the guarded CUDA devices) inside the guard."""
+        seed_forked(seed, self.devices)
 
     def __exit__(self, *exc: Any) -> None:
         try:

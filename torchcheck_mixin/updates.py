@@ -314,7 +314,7 @@ def check_parameters_updated(
             distributed.fsdp_settled(module):
         module.train(train)
         for trial in range(trials):
-            torch.manual_seed(seed + trial)  # forward randomness (dropout), inside the forked RNG
+            guard.reseed(seed + trial)  # forward randomness (dropout), inside the forked RNG
             gen = calling.make_generator(seed + trial, device)
             if mode == "gradient" or optimizer is None:
                 t = _gradient_trial(module, trainable, inputs, target, loss_fn, gen, device, guard, sharded)

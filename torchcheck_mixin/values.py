@@ -70,9 +70,16 @@ def check_all_finite(value: Any) -> ValueCheckResult:
     if not leaves:
         note = "integer and bool tensors are always finite" if exact else "no tensor to check"
         return ValueCheckResult("all_finite", exact, (), (("note", note),))
-    counts = torch.stack([
-        torch.stack([t.isnan().sum(), t.isinf().sum()]).cpu() for _, t in leaves
-    ])  # one transfer per device
+    # Counted where the tensors live, stacked per device, then one transfer per device.
+    per_device: Dict[torch.device, List[int]] = {}
+    for i, (_, t) in enumerate(leaves):
+        per_device.setdefault(t.device, []).append(i)
+    rows: List[Optional[torch.Tensor]] = [None] * len(leaves)
+    for dev, idx in per_device.items():
+        stacked = torch.stack([torch.stack([leaves[i][1].isnan().sum(), leaves[i][1].isinf().sum()]) for i in idx]).cpu()
+        for i, row in zip(idx, stacked.unbind()):
+            rows[i] = row
+    counts = torch.stack(rows)
     if collective:
         counts = distributed.reduce_counts_across_ranks(counts, sharded)
     counts = counts.tolist()
