@@ -9,6 +9,7 @@ import os
 import sys
 import time
 import unittest
+import warnings
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _ROOT = os.path.dirname(_HERE)
@@ -328,7 +329,9 @@ class TestDistributedHelpersLocal(TimedTestCase):
 
     def test_unwrap_compiled(self):
         m = nn.Linear(2, 2)
-        c = torch.compile(m)  # wrapping only; nothing is compiled
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # torch.compile's own imports warn
+            c = torch.compile(m)  # wrapping only; nothing is compiled
         inner, prefix = D.unwrap(nn.DataParallel(c))
         self.assertIs(inner, m)
         self.assertEqual(prefix, "module._orig_mod.")
