@@ -36,7 +36,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import multiprocessing
 import os
 import socket
 import time
@@ -126,7 +128,33 @@ def _stop(procs, wait_s: float = 2.0) -> None:
             p.join(5.0)
 
 
+@contextlib.contextmanager
+def _children_allowed():
+    """Let a daemonic process start the ranks.
+
+    unittest-parallel (a ``multiprocessing.Pool``) runs tests in daemonic workers, and
+    ``Process.start`` refuses to start children there ("daemonic processes are not allowed to
+    have children").  The flag protects against orphans; the ranks started here are daemonic
+    themselves and are always terminated by :func:`_stop` before the call returns, so it is
+    lifted for the duration of the launch and put back afterwards.
+    """
+    proc = multiprocessing.current_process()
+    daemonic = proc.daemon
+    if daemonic:
+        proc.daemon = False
+    try:
+        yield
+    finally:
+        if daemonic:
+            proc.daemon = True
+
+
 def _run_once(fn, world_size, timeout, args, kwargs, backend, pg_timeout, threads, grace):
+    with _children_allowed():
+        return _run_once_unguarded(fn, world_size, timeout, args, kwargs, backend, pg_timeout, threads, grace)
+
+
+def _run_once_unguarded(fn, world_size, timeout, args, kwargs, backend, pg_timeout, threads, grace):
     ctx = mp.get_context("spawn")
     port = find_free_port()
     procs, conns = [], []
