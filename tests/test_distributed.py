@@ -305,6 +305,11 @@ def _ddp_branch_and_detached_body(rank, world_size, branch_rank):
     for _ in range(2):
         user_training_step(ddp, x, opt)
     out["branch_params_equal"] = all(equal_across_ranks(p) for p in branchy.parameters())
+    # the same branch with find_unused_parameters=False: DDP's own training would hang in backward
+    # on the rank that used it, so the check fails on every rank (it never enters DDP's reducer)
+    torch.manual_seed(0)
+    strict = DDP(Branchy(use_branch_on=(branch_rank,)), find_unused_parameters=False)
+    out["branch_strict"] = outcome(lambda tc: tc.assertParametersUpdated(strict, x))
 
     # a detached layer: caught on every rank
     torch.manual_seed(0)
@@ -564,6 +569,9 @@ class TestDDP(TimedTestCase):
         self.assertEqual([r[0] for r in branch], names)
         self.assertEqual({r[3] for r in branch}, {"updated"})
         # without DDP, each rank only sees its own data: the branch is unused on the other ranks
+        for msg in self.assertVerdicts(res, "branch_strict", "fail"):
+            self.assertIn("get a gradient on some ranks and none on others (br.weight, br.bias)", msg)
+            self.assertIn("training hangs", msg)
         for rank, out in enumerate(res):
             verdict = out["branch_local"][0]
             self.assertEqual(verdict, "pass" if rank == branch_rank else "fail", out["branch_local"])

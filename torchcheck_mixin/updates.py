@@ -330,12 +330,14 @@ def check_parameters_updated(
             trials_out.append(t)
             t.grads = t.new_values = None  # free memory before the next trial
 
+    missing_somewhere = None
     if collective:
-        maxg, change = _combine_across_ranks(maxg, change)
+        maxg, change, missing_somewhere = _combine_across_ranks(maxg, change)
     loss = trials_out[0].loss.detach().reshape(1).to(device=device, dtype=torch.float64)
-    host = to_host(*(v for v in (maxg, change, loss) if v is not None))  # the check's one transfer
+    host = to_host(*(v for v in (maxg, change, missing_somewhere, loss) if v is not None))  # one transfer
     maxg_h = host[0]
     change_h = host[1] if change is not None else None
+    missing_h = host[-2] if missing_somewhere is not None else None
     loss_value = host[-1][0]
 
     records = []
@@ -345,7 +347,7 @@ def check_parameters_updated(
             _record(e, index.get(id(e.param)), maxg_h, change_h, in_optimizer, atol, mode,
                     e.name in allowed, e.name in frozen_expected)
         )
-    errors = []
+    errors = list(_ddp_errors(model, trainable_entries, records, missing_h))
     if not table:
         errors.append(f"the model ({type(module).__name__}) has no parameters: nothing can update (layers kept in "
                       f"a plain list or dict are not registered)")
@@ -386,16 +388,36 @@ def _ddp_notes(model, records) -> Tuple[str, ...]:
     return ()
 
 
+def _ddp_errors(model, entries, records, missing_h) -> Tuple[str, ...]:
+    """A parameter with a gradient on some ranks and none on others hangs DDP's own training
+    when ``find_unused_parameters=False``: the ranks that used it wait in backward for the rest."""
+    ddp = distributed.find_ddp(model)
+    if missing_h is None or ddp is None or getattr(ddp, "find_unused_parameters", True):
+        return ()
+    status = {r.name: r.status for r in records}
+    names = [e.name for e, m in zip(entries, missing_h) if m > 0 and status[e.name] == UPDATED]
+    if not names:
+        return ()
+    return (
+        f"{len(names)} parameter(s) get a gradient on some ranks and none on others ({', '.join(names[:5])}"
+        f"{', ...' if len(names) > 5 else ''}) while DistributedDataParallel has find_unused_parameters=False: "
+        f"training hangs in backward on the ranks that used them (build DDP with find_unused_parameters=True)",
+    )
+
+
 def _combine_across_ranks(maxg, change):
     """A parameter is updated if it is updated on any rank: one MAX all-reduce for the check.
 
     "No gradient" travels as -1, so MAX keeps a gradient seen on any rank; non-finite maxima
     travel as inf (``reduce_max_across_ranks`` maps NaN to +inf, which gloo's MAX keeps
-    whatever the rank order) and read as non-finite on every rank.
+    whatever the rank order) and read as non-finite on every rank. A third column says whether
+    a parameter had no gradient on at least one rank (DDP without find_unused_parameters hangs
+    on that).
     """
-    columns = [maxg] + ([change] if change is not None else [])
+    missing = (maxg < 0).to(maxg.dtype)
+    columns = [maxg, missing] + ([change] if change is not None else [])
     stats = distributed.reduce_max_across_ranks(torch.stack(columns, dim=1))
-    return stats[:, 0], (stats[:, 1] if change is not None else None)
+    return stats[:, 0], (stats[:, 2] if change is not None else None), stats[:, 1]
 
 
 def _finite(x: float) -> bool:
