@@ -408,8 +408,11 @@ def _fsdp_body(rank, world_size):
     out["bn_untouched"] = torch.equal(model.bn.running_mean, rm) and torch.equal(model.bn.num_batches_tracked, nb)
     out["report_meta"] = (lambda r: (r.model, r.summary.elements, r.notes))(
         torchcheck_mixin.check_parameters_updated(model, x))
-    out["snapshot"] = outcome(lambda tc: tc.assertParametersUpdated(model, x, mode="snapshot"))
-    out["both"] = outcome(lambda tc: tc.assertParametersUpdated(model, x, mode="both"))
+    out["snapshot"] = outcome(lambda tc: records(tc.assertParametersUpdated(model, x, mode="snapshot")))
+    out["both"] = outcome(lambda tc: records(tc.assertParametersUpdated(model, x, mode="both")))
+    out["bn_untouched_snapshot"] = torch.equal(model.bn.running_mean, rm)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    out["snapshot_opt"] = outcome(lambda tc: tc.assertParametersUpdated(model, x, mode="snapshot", optimizer=opt))
     total = sum(SHARDNET_COUNTS.values())
     out["count"] = outcome(lambda tc: tc.assertParameterCount(model, total=total, trainable=total, frozen=0))
     out["count_wrong"] = outcome(lambda tc: tc.assertParameterCount(model, total=60))
@@ -659,11 +662,16 @@ class TestFSDP(TimedTestCase):
             self.assertTrue(out["user_grads_kept"])
             self.assertEqual(out["finite_nan_collectives"], {"all_gather": 1})
 
+        # snapshot/both without optimizer=: a private SGD step on each rank's shard, full shapes reported
         for key in ("snapshot", "both"):
-            for msg in self.assertVerdicts(res, key, "error"):
-                self.assertTrue(msg.startswith("ValueError:"), msg)
-                self.assertIn("FSDP does not support deepcopy", msg)
-                self.assertIn("mode='gradient'", msg)
+            self.assertVerdicts(res, key, "pass")
+            recs = self.assertSameOnAllRanks(res, key)[1]
+            self.assertEqual(recs[0][:4], ("a.weight", (6, 5), 30, "updated"))
+        for out in res:
+            self.assertTrue(out["bn_untouched_snapshot"])
+        for msg in self.assertVerdicts(res, "snapshot_opt", "error"):
+            self.assertTrue(msg.startswith("ValueError:"), msg)
+            self.assertIn("FSDP does not support deepcopy", msg)
         self.assertVerdicts(res, "count", "pass")
         for msg in self.assertVerdicts(res, "count_wrong", "fail"):
             self.assertIn("total 111 elements, expected 60", msg)

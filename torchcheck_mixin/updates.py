@@ -280,10 +280,11 @@ def check_parameters_updated(
     # Under a process group the verdict is combined over ranks (one all-reduce), but only for
     # models that are distributed: a plain model checked on one rank must not wait for others.
     collective = distributed.is_distributed_active() and (distributed.is_ddp(model) or sharded)
-    if sharded and mode != "gradient":
+    if sharded and optimizer is not None:
         raise ValueError(
-            f"mode={mode!r} runs on a deep copy of the model, which FSDP does not support "
-            f"('FSDP does not support deepcopy'); use mode='gradient' for FSDP-sharded models"
+            f"mode={mode!r} with optimizer= steps copies of the model and the optimizer, and FSDP does "
+            f"not support deepcopy; check FSDP models without optimizer= (a private SGD step on each "
+            f"rank's shards) or with mode='gradient'"
         )
     device = calling.model_device(module)
     modules = walk(module)
@@ -306,6 +307,9 @@ def check_parameters_updated(
         held = {id(p) for group in optimizer.param_groups for p in group["params"]}
         in_optimizer = [id(p) in held for p in trainable]
 
+    # The values a step is measured against: each rank's own shard for FSDP (whose gradients are
+    # read as local shards too), the parameters themselves otherwise.
+    current = [distributed.local_view(p) for p in trainable] if sharded else trainable
     maxg = change = None
     trials_out: List[_Trial] = []
     # FSDP: fsdp_settled reshards (or, after an exception, resets) FSDP's state before the guard
@@ -319,13 +323,13 @@ def check_parameters_updated(
             if mode == "gradient" or optimizer is None:
                 t = _gradient_trial(module, trainable, inputs, target, loss_fn, gen, device, guard, sharded)
                 if mode != "gradient":
-                    t.new_values = _private_sgd_values(trainable, t.grads)
+                    t.new_values = _private_sgd_values(current, t.grads)
             else:
                 t = _snapshot_trial(module, trainable, optimizer, inputs, target, loss_fn, gen, device, train)
             g = max_abs(t.grads, device, missing=-1.0)  # -1: no gradient in this trial
             maxg = g if maxg is None else torch.maximum(maxg, g)
             if t.new_values is not None:
-                d = max_abs_diff(t.new_values, trainable, device)
+                d = max_abs_diff(t.new_values, current, device)
                 change = d if change is None else torch.maximum(change, d)
             trials_out.append(t)
             t.grads = t.new_values = None  # free memory before the next trial
