@@ -353,13 +353,13 @@ class ReturnValueTest(ModelTestCase):
         report = self.assertParametersUpdated(seeded(MLP), x8())
         self.assertIsInstance(report, ParameterUpdateReport)
         self.assertTrue(report.passed)
-        self.assertEqual(report.updated, ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"))
-        self.assertEqual(report.not_updated, ())
+        self.assertEqual(report.updated, ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"])
+        self.assertEqual(report.not_updated, [])
 
     def test_assertParametersUpdated_with_allowance_returns_the_report(self):
         report = self.assertParametersUpdated(seeded(UnusedBranch), x8(), allow_not_updated=["unused"])
         self.assertTrue(report.passed)
-        self.assertEqual(report.not_updated, ("unused.weight", "unused.bias"))
+        self.assertEqual(report.not_updated, ["unused.weight", "unused.bias"])
         self.assertEqual(report.stale_allowances, ())
 
     def test_assertBatchShape_returns_the_result(self):
@@ -510,7 +510,7 @@ class MessageContentTest(ModelTestCase):
         self.assertIn("expect_frozen=['fc1.weight']", text)
         report = self.assertParametersUpdated(seeded(build), x8(), allow_not_updated=["unused"],
                                               expect_frozen=["fc1.weight"])
-        self.assertEqual(report.frozen, ("fc1.weight",))
+        self.assertEqual(report.frozen, ["fc1.weight"])
 
     def test_lazy_model_failure_is_a_failure_not_an_error(self):
         class LazyWithUnused(nn.Module):

@@ -50,7 +50,7 @@ class TestStatuses(unittest.TestCase):
     def test_correct_model_all_updated(self):
         report = check_parameters_updated(mlp(), X)
         self.assertTrue(report.passed)
-        self.assertEqual(report.updated, ("0.weight", "0.bias", "2.weight", "2.bias"))
+        self.assertEqual(report.updated, ["0.weight", "0.bias", "2.weight", "2.bias"])
         self.assertEqual((report.frozen_parameters, report.trainable_parameters, report.parameters_updated), (0, 4, 4))
         self.assertEqual(report.parameters_not_updated, [])
         for r in report.records:
@@ -61,7 +61,7 @@ class TestStatuses(unittest.TestCase):
         report = check_parameters_updated(WithSpare(), X)
         self.assertFalse(report.passed)
         self.assertEqual(report.status_of("spare.weight"), NO_GRAD)
-        self.assertEqual(report.not_updated, ("spare.weight", "spare.bias"))
+        self.assertEqual(report.not_updated, ["spare.weight", "spare.bias"])
 
     def test_round_in_path_is_zero_grad_argmax_is_no_grad(self):
         class Rounding(nn.Module):
@@ -112,7 +112,7 @@ class TestStatuses(unittest.TestCase):
         model[0].requires_grad_(False)
         report = check_parameters_updated(model, X)
         self.assertFalse(report.passed)
-        self.assertEqual(report.frozen, ("0.weight", "0.bias"))
+        self.assertEqual(report.frozen, ["0.weight", "0.bias"])
         declared = check_parameters_updated(model, X, expect_frozen=["0"])
         self.assertTrue(declared.passed)
         self.assertEqual(declared.frozen_parameters, 2)

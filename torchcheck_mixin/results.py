@@ -6,7 +6,7 @@ around keeps no model memory alive.
 """
 
 from dataclasses import dataclass, field
-from typing import Any, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 __unittest = True
 
@@ -229,22 +229,22 @@ class ParameterUpdateReport:
     optimizer: str = ""
     errors: Tuple[str, ...] = ()  # conditions that fail the check outside any one parameter
 
-    # --- lists of names
+    # --- lists of names (new lists on each access: the report itself stays immutable)
     @property
-    def frozen(self) -> Tuple[str, ...]:
-        return tuple(r.name for r in self.records if r.status == FROZEN)
+    def frozen(self) -> List[str]:
+        return [r.name for r in self.records if r.status == FROZEN]
 
     @property
-    def trainable(self) -> Tuple[str, ...]:
-        return tuple(r.name for r in self.records if r.status != FROZEN)
+    def trainable(self) -> List[str]:
+        return [r.name for r in self.records if r.status != FROZEN]
 
     @property
-    def updated(self) -> Tuple[str, ...]:
-        return tuple(r.name for r in self.records if r.status == UPDATED)
+    def updated(self) -> List[str]:
+        return [r.name for r in self.records if r.status == UPDATED]
 
     @property
-    def not_updated(self) -> Tuple[str, ...]:
-        return tuple(r.name for r in self.records if r.status not in (UPDATED, FROZEN))
+    def not_updated(self) -> List[str]:
+        return [r.name for r in self.records if r.status not in (UPDATED, FROZEN)]
 
     @property
     def failures(self) -> Tuple[ParameterRecord, ...]:
@@ -264,8 +264,8 @@ class ParameterUpdateReport:
         return len(self.updated)
 
     @property
-    def parameters_not_updated(self) -> list:
-        return list(self.not_updated)
+    def parameters_not_updated(self) -> List[str]:
+        return self.not_updated
 
     def status_of(self, name: str) -> str:
         for r in self.records:

@@ -31,7 +31,7 @@ one device-to-host transfer for the whole check, however many parameters there a
 
 >>> report = check_parameters_updated(model, x)
 >>> report.passed, report.not_updated
-(True, ())
+(True, [])
 """
 
 import warnings
