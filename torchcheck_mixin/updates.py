@@ -43,7 +43,7 @@ from torch import nn
 from . import calling, distributed
 from .losses import compute_loss
 from .parameters import ParamEntry, parameter_table, resolve_selection, walk
-from .reductions import max_abs, max_abs_diff, to_host
+from .reductions import max_abs, max_abs_diff, sgd_step_change, to_host
 from .results import (
     CHANGED_WITHOUT_GRAD,
     FROZEN,
@@ -140,29 +140,6 @@ def _gradient_trial(module, trainable, inputs, target, loss_fn, gen, device, gua
     else:  # the forward built no graph (no_grad / detach inside forward): nothing is reachable
         grads = [None] * len(trainable)
     return _Trial(loss, grads, replaced=replaced, caught=caught)
-
-
-def _private_sgd_values(trainable, grads) -> List[torch.Tensor]:
-    """What a plain SGD step (no momentum, no weight decay) would leave in each parameter.
-
-    ``torch.optim.SGD`` updates a parameter as ``p.add_(grad, alpha=-lr)``; the out-of-place
-    ``p.add(grad, alpha=-lr)`` rounds every element the same way, so the values (an update lost
-    below float resolution included) are those of a step on a copy of the model, without the
-    copy and without touching the user's parameters or their version counters. Computed lazily,
-    one tensor at a time, by ``max_abs_diff``.
-    """
-    return [_LazySGDValue(p, g) for p, g in zip(trainable, grads)]
-
-
-class _LazySGDValue:
-    __slots__ = ("p", "g")
-
-    def __init__(self, p: torch.Tensor, g: Optional[torch.Tensor]):
-        self.p, self.g = p, g
-
-    def detach(self) -> torch.Tensor:
-        p = self.p.detach()
-        return p if self.g is None else p.add(self.g, alpha=-PRIVATE_SGD_LR)
 
 
 def _snapshot_trial(module, trainable, optimizer, inputs, target, loss_fn, gen, device, train) -> _Trial:
@@ -322,8 +299,9 @@ def check_parameters_updated(
             gen = calling.make_generator(seed + trial, device)
             if mode == "gradient" or optimizer is None:
                 t = _gradient_trial(module, trainable, inputs, target, loss_fn, gen, device, guard, sharded)
-                if mode != "gradient":
-                    t.new_values = _private_sgd_values(current, t.grads)
+                if mode != "gradient":  # the private SGD step, computed without a copy of the model
+                    d = sgd_step_change(current, t.grads, PRIVATE_SGD_LR, device)
+                    change = d if change is None else torch.maximum(change, d)
             else:
                 t = _snapshot_trial(module, trainable, optimizer, inputs, target, loss_fn, gen, device, train)
             g = max_abs(t.grads, device, missing=-1.0)  # -1: no gradient in this trial
