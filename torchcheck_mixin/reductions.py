@@ -49,8 +49,14 @@ def _maxima(ts: List[torch.Tensor], dev: torch.device) -> torch.Tensor:
         return torch.stack([t.abs().amax() if t.dtype != torch.bool else t.any() for t in ts])
     if dev.type == "cuda":
         return torch.stack(torch._foreach_norm(ts, _INF))
+    sizes = [t.numel() for t in ts]
+    if max(sizes) <= SMALL_TENSOR and not ts[0].is_complex():
+        # Only small tensors: one flat copy (small by definition) and one segmented max, about
+        # twice as fast as _foreach_norm's per-tensor loop on CPU. NaN and inf propagate.
+        flat = torch.cat([t.reshape(-1) for t in ts]).abs()
+        return torch.segment_reduce(flat, "max", lengths=torch.tensor(sizes))
     out: List[Optional[torch.Tensor]] = [None] * len(ts)
-    small = [i for i, t in enumerate(ts) if t.numel() <= SMALL_TENSOR]
+    small = [i for i, n in enumerate(sizes) if n <= SMALL_TENSOR]
     if small:
         for i, v in zip(small, torch._foreach_norm([ts[i] for i in small], _INF)):
             out[i] = v
@@ -73,16 +79,42 @@ def max_abs(tensors: Sequence[Optional[torch.Tensor]], device: torch.device, mis
     absent = zero if missing == 0 else torch.full((), missing, dtype=torch.float64, device=device)
     out: List[torch.Tensor] = [zero] * len(tensors)
     groups: Dict[Tuple[torch.device, torch.dtype], List[Tuple[int, torch.Tensor]]] = {}
+    strided = torch.strided
     for i, t in enumerate(tensors):
         if t is None:
             out[i] = absent
             continue
-        t = _dense(t.detach())
+        if t.layout is not strided:
+            t = _dense(t)
+        if t.requires_grad:
+            t = t.detach()
         if t.numel() == 0:
             continue
         if t.is_complex():
             t = t.abs()
         groups.setdefault((t.device, t.dtype), []).append((i, t))
+    if len(groups) == 1:  # the common case: one dtype on one device, maybe some None
+        (dev, _), items = next(iter(groups.items()))
+        values = _maxima([t for _, t in items], dev).to(device=device, dtype=torch.float64)
+        if len(items) == len(tensors):
+            return values
+        # Runs of present and absent entries, concatenated: no per-element tensor objects.
+        present = {i for i, _ in items}
+        pieces, i, k, n = [], 0, 0, len(tensors)
+        while i < n:
+            j = i
+            if i in present:
+                while j < n and j in present:
+                    j += 1
+                pieces.append(values[k:k + j - i])
+                k += j - i
+            else:
+                fill = out[i]
+                while j < n and j not in present and out[j] is fill:
+                    j += 1
+                pieces.append(fill.expand(j - i))
+            i = j
+        return torch.cat(pieces)
     for (dev, _), items in groups.items():
         values = _maxima([t for _, t in items], dev).to(device=device, dtype=torch.float64)
         for (i, _), v in zip(items, values.unbind()):

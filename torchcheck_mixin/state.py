@@ -21,6 +21,7 @@ tensors on ``self`` or even replace a Parameter. ``ModelGuard`` makes all of tha
 """
 
 import contextlib
+import operator
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
@@ -140,15 +141,17 @@ class ModelGuard:
     def restore(self) -> None:
         for m, saved_attrs, saved_dicts in self._dicts if self.restore_attributes else ():
             current = m.__dict__
-            for key in [k for k in current if k not in saved_attrs]:
-                del current[key]
-            for key, value in saved_attrs.items():
-                if current.get(key, _MISSING) is not value:
-                    current[key] = value
+            # Identity, never ==: the values are tensors and modules. The unchanged case (nearly
+            # every module) is answered by one C-level pass over the values.
+            if not _same(current, saved_attrs):
+                for key in [k for k in current if k not in saved_attrs]:
+                    del current[key]
+                for key, value in saved_attrs.items():
+                    if current.get(key, _MISSING) is not value:
+                        current[key] = value
             for name, saved in saved_dicts.items():
-                live = getattr(m, name)
-                # Identity, never ==: the values are tensors and modules.
-                if live.keys() != saved.keys() or any(live[k] is not v for k, v in saved.items()):
+                live = current[name]
+                if not _same(live, saved):
                     live.clear()
                     live.update(saved)
         if not self.restore_attributes:  # else the __dict__ restore above put `training` back
@@ -162,6 +165,11 @@ class ModelGuard:
 
 
 _MISSING = object()
+
+
+def _same(live: Dict[str, Any], saved: Dict[str, Any]) -> bool:
+    """Same keys in the same order, each bound to the same object."""
+    return len(live) == len(saved) and live.keys() == saved.keys() and all(map(operator.is_, live.values(), saved.values()))
 
 
 def replaced_parameters(guard: ModelGuard) -> List[str]:

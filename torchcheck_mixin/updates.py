@@ -53,8 +53,8 @@ from .results import (
     NOT_IN_OPTIMIZER,
     UPDATED,
     ZERO_GRAD,
-    ParameterRecord,
     ParameterUpdateReport,
+    make_record,
 )
 from .state import ModelGuard, replaced_parameters
 from .summary import count_parameters
@@ -408,18 +408,18 @@ def _finite(x: float) -> bool:
 
 def _record(e: ParamEntry, i, maxg_h, change_h, in_optimizer, atol, mode, allowed, frozen_expected):
     p = e.param
-    common = dict(
-        name=e.name, aliases=e.aliases, shape=tuple(p.shape), numel=p.numel(), dtype=str(p.dtype),
-        allowed=allowed, expected_frozen=frozen_expected,
+    status = gstatus = FROZEN
+    max_grad = d = None
+    if i is not None:
+        g = maxg_h[i]
+        had = not g < 0  # -1 marks "no gradient in any trial"; NaN (non-finite) had one
+        status = gstatus = _gradient_status(had, g, not _finite(g), atol)
+        max_grad = g if had else None
+        if mode != "gradient":
+            d = change_h[i]
+            status = _snapshot_status(gstatus, d, not _finite(d), in_optimizer is None or in_optimizer[i], atol)
+    return make_record(
+        name=e.name, aliases=e.aliases, shape=tuple(p.shape), numel=p.numel(), dtype=str(p.dtype), status=status,
+        max_grad=max_grad, max_change=d, gradient_status=None if i is None else gstatus, allowed=allowed,
+        expected_frozen=frozen_expected, sparse=False,
     )
-    if i is None:
-        return ParameterRecord(status=FROZEN, max_grad=None, max_change=None, **common)
-    g = maxg_h[i]
-    had = not g < 0  # -1 marks "no gradient in any trial"; NaN (non-finite) had one
-    gstatus = _gradient_status(had, g, not _finite(g), atol)
-    max_grad = g if had else None
-    if mode == "gradient":
-        return ParameterRecord(status=gstatus, max_grad=max_grad, max_change=None, gradient_status=gstatus, **common)
-    d = change_h[i]
-    status = _snapshot_status(gstatus, d, not _finite(d), in_optimizer is None or in_optimizer[i], atol)
-    return ParameterRecord(status=status, max_grad=max_grad, max_change=d, gradient_status=gstatus, **common)
