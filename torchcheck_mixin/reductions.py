@@ -150,6 +150,7 @@ def max_abs_diff(new: Sequence[torch.Tensor], old: Sequence[torch.Tensor], devic
     return torch.cat(parts) if len(parts) > 1 else parts[0]
 
 
+@torch.no_grad()
 def sgd_step_change(params: Sequence[torch.Tensor], grads: Sequence[Optional[torch.Tensor]], lr: float,
                     device: torch.device) -> torch.Tensor:
     """``max |(p - lr * g) - p|`` per parameter, rounded as a plain SGD step rounds it.
@@ -183,11 +184,19 @@ def sgd_step_change(params: Sequence[torch.Tensor], grads: Sequence[Optional[tor
             torch.add(p, g.detach(), alpha=-lr, out=step)
             step.sub_(p)
             values[i] = max_abs([step], device)[0]
-    for key, idx in small.items():
-        ps = [params[i].detach() for i in idx]
-        stepped = torch._foreach_add(ps, [grads[i].detach() for i in idx], alpha=-lr)
-        torch._foreach_sub_(stepped, ps)
-        for i, v in zip(idx, max_abs(stepped, device).unbind()):
+    for (dev, _), idx in small.items():
+        ps = [params[i] for i in idx]  # under no_grad (the decorator): no detach needed
+        gs = [grads[i] for i in idx]
+        if dev.type == "cuda":
+            stepped = torch._foreach_add(ps, gs, alpha=-lr)
+            torch._foreach_sub_(stepped, ps)
+            maxima = max_abs(stepped, device)
+        else:  # one flat step for all the small tensors: the same elementwise arithmetic
+            flat_p = torch.cat([p.reshape(-1) for p in ps])
+            change = flat_p.add(torch.cat([g.reshape(-1) for g in gs]), alpha=-lr).sub_(flat_p)
+            maxima = torch.segment_reduce(change.abs(), "max", lengths=torch.tensor([p.numel() for p in ps]))
+            maxima = maxima.to(device=device, dtype=torch.float64)
+        for i, v in zip(idx, maxima.unbind()):
             values[i] = v
     out = [v if v is not None else zero for v in values]
     return torch.stack(out) if out else zero.new_zeros(0)
