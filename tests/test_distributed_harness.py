@@ -18,6 +18,8 @@ if _ROOT not in sys.path:
 
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
+
+from torchcheck_mixin.reductions import max_abs  # noqa: E402
 from torch import nn  # noqa: E402
 
 if __package__:  # tests/ is a package: import the harness once, as tests.distributed_harness
@@ -142,9 +144,7 @@ def _ddp_body(rank, world_size):
     # a check on the inner module: forward + autograd.grad, one MAX reduce
     params = [p for _, p in D.named_parameters(ddp)]
     grads = torch.autograd.grad(inner(x).sum(), params, allow_unused=True)
-    stats = torch.stack(
-        [torch.stack([D.local_abs_max(g), D.local_nonfinite(g)]) for g in grads]
-    )
+    stats = max_abs(grads, torch.device("cpu"))[:, None]  # the engine's statistics
     red = D.reduce_max_across_ranks(stats)
     out["grad_stats_equal_on_all_ranks"] = _all_equal_across_ranks(red)
     out["grads_local_not_averaged"] = not _all_equal_across_ranks(grads[0])
@@ -232,7 +232,7 @@ def _fsdp_body(rank, world_size):
     model(x).sum().backward()
     grads = [p.grad for _, p in named]
     out["grad_types"] = [None if t is None else type(t).__name__ for t in grads]
-    stats = torch.stack([torch.stack([D.local_abs_max(t), D.local_nonfinite(t)]) for t in grads])
+    stats = max_abs([D.grad_to_local(t) for t in grads], torch.device("cpu"))[:, None]
     red = D.reduce_max_across_ranks(stats)
     full_max = [0.0 if t is None else t.full_tensor().abs().max().item() for t in grads]
     out["reduced_matches_full"] = all(
@@ -336,13 +336,7 @@ class TestDistributedHelpersLocal(TimedTestCase):
         self.assertIs(inner, m)
         self.assertEqual(prefix, "module._orig_mod.")
 
-    def test_local_stats(self):
-        self.assertEqual(D.local_abs_max(None).item(), 0.0)
-        self.assertEqual(D.local_abs_max(torch.tensor([-3.0, 1.0])).item(), 3.0)
-        self.assertEqual(D.local_abs_max(torch.zeros(0)).item(), 0.0)
-        self.assertTrue(torch.isnan(D.local_abs_max(torch.tensor([1.0, float("nan")]))))
-        self.assertEqual(D.local_nonfinite(torch.tensor([1.0, float("inf")])).item(), 1.0)
-        self.assertEqual(D.local_nonfinite(torch.tensor([1, 2])).item(), 0.0)
+    def test_shape_helpers_on_plain_parameters(self):
         p = nn.Parameter(torch.ones(2, 3))
         self.assertEqual(D.global_shape(p), (2, 3))
         self.assertEqual(D.global_numel(p), 6)

@@ -72,8 +72,6 @@ __all__ = [
     "global_numel",
     "legacy_fsdp_full_shapes",
     "grad_to_local",
-    "local_abs_max",
-    "local_nonfinite",
     "reduce_max_across_ranks",
     "reduce_counts_across_ranks",
     "is_collective_model",
@@ -331,37 +329,6 @@ def grad_to_local(g: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
     return g.detach()
 
 
-def local_abs_max(t: Optional[torch.Tensor], device=None) -> torch.Tensor:
-    """0-d float32 tensor with ``max |t|`` over the local values (DTensor:
-    its shard, via :func:`grad_to_local`); 0 for ``None`` or an empty shard.
-    NaN propagates.  On ``device`` if given, else on ``t``'s device (CPU for
-    ``None``).  No host synchronisation."""
-    if t is None:
-        return torch.zeros((), dtype=torch.float32, device=device)
-    t = grad_to_local(t)
-    if t.numel() == 0:
-        out = torch.zeros((), dtype=torch.float32, device=t.device)
-    else:
-        out = t.abs().amax().to(torch.float32)
-    return out if device is None else out.to(device)
-
-
-def local_nonfinite(t: Optional[torch.Tensor], device=None) -> torch.Tensor:
-    """0-d float32 tensor: 1.0 if any local value is NaN/inf, else 0.0
-    (``None``, empty and integer tensors give 0.0)."""
-    if t is None:
-        return torch.zeros((), dtype=torch.float32, device=device)
-    t = grad_to_local(t)
-    if t.numel() == 0 or not (t.is_floating_point() or t.is_complex()):
-        out = torch.zeros((), dtype=torch.float32, device=t.device)
-    else:
-        out = (~torch.isfinite(t)).any().to(torch.float32)
-    return out if device is None else out.to(device)
-
-
-# --------------------------------------------------------------------------
-# the one collective
-# --------------------------------------------------------------------------
 def _collective_device(t: torch.Tensor, group) -> torch.device:
     """Device on which ``group``'s backend can reduce ``t``."""
     dist = _dist()
