@@ -428,6 +428,14 @@ class TestRealModels(unittest.TestCase):
                 self.assertTrue(report.passed)
                 self.assertEqual(report.updated[0], "0.weight")
 
+    def test_wrappers_inside_the_tree_leave_no_name_component(self):
+        from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
+
+        model = nn.Sequential(checkpoint_wrapper(nn.Linear(4, 4)), nn.Linear(4, 2))
+        report = check_parameters_updated(model, X)
+        self.assertTrue(report.passed)
+        self.assertEqual(report.updated, ["0.weight", "0.bias", "1.weight", "1.bias"])
+
     def test_checkpoint_reentrant_gets_a_hint(self):
         class Checkpointed(nn.Module):
             def __init__(self, reentrant):

@@ -20,6 +20,8 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 import torch
 from torch import nn
 
+from .distributed import WRAPPER_NAME_COMPONENTS, clean_name
+
 __unittest = True
 
 _PARAMETRIZED = re.compile(r"^(?:(.*)\.)?parametrizations\.([^.]+)\.original\d*$")
@@ -43,6 +45,10 @@ class ParamEntry:
         if self.aliases:
             text += f" (also: {', '.join(self.aliases)})"
         return text
+
+
+def _wrapped(name: str) -> bool:
+    return any(part in name for part in WRAPPER_NAME_COMPONENTS)
 
 
 def user_facing(name: str) -> str:
@@ -71,6 +77,9 @@ def parameter_table(model: nn.Module, modules: Optional[Sequence[Tuple[str, nn.M
                 continue
             names.setdefault(id(p), []).append(f"{prefix}.{key}" if prefix else key)
             params.setdefault(id(p), p)
+    if any(_wrapped(n) for ns in names.values() for n in ns[:1]):
+        # Wrappers inside the tree (legacy FSDP, activation checkpointing) add name components.
+        names = {i: [clean_name(n) for n in ns] for i, ns in names.items()}
     return [ParamEntry(n[0], tuple(n[1:]), user_facing(n[0]), params[i]) for i, n in names.items()]
 
 
