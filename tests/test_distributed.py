@@ -344,7 +344,9 @@ def _ddp_unused_body(rank, world_size):
         user_training_step(ddp, x, opt)
         out["second_step"] = None
     except RuntimeError as e:
-        out["second_step"] = (D.is_ddp_unused_parameters_error(e), D.ddp_unused_parameter_names(e, ddp))
+        message = str(e)
+        out["second_step"] = ("Expected to have finished reduction in the prior iteration" in message,
+                              "Parameter indices which did not receive grad for rank" in message)
     # a check on the model whose reducer is now in the error state: a clear failure, no crash
     out["check_after_reducer_error"] = outcome(lambda tc: tc.assertParametersUpdated(ddp, x))
     out["forward_after_reducer_error"] = outcome(lambda tc: tuple(tc.assertForwardShape(ddp, x, ("B", 3)).shape))
@@ -608,7 +610,7 @@ class TestDDP(TimedTestCase):
                 self.assertNotIn("module.", msg)
         self.assertVerdicts(res, "forward_after_reducer_error", "pass")
         for out in res:
-            self.assertEqual(out["second_step"], (True, ["unused.weight", "unused.bias"]))
+            self.assertEqual(out["second_step"], (True, True))  # DDP's own reducer error
             self.assertEqual(out["pg_usable"], 2.0)
             self.assertEqual(out["fresh_check"], ("pass", True))
             self.assertTrue(out["fresh_params_equal"])

@@ -53,7 +53,7 @@ from __future__ import annotations
 import contextlib
 import re
 import sys
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -70,7 +70,6 @@ __all__ = [
     "local_view",
     "global_shape",
     "global_numel",
-    "legacy_fsdp_full_shapes",
     "grad_to_local",
     "reduce_max_across_ranks",
     "reduce_counts_across_ranks",
@@ -81,10 +80,6 @@ __all__ = [
     "reshard_fsdp",
     "recover_fsdp",
     "fsdp_settled",
-    "DDP_UNUSED_PARAMETERS_MARKER",
-    "is_ddp_unused_parameters_error",
-    "ddp_reducer_parameter_names",
-    "ddp_unused_parameter_names",
 ]
 
 #: Name components inserted by wrappers *inside* a module tree.  They are
@@ -257,51 +252,15 @@ def local_view(p: torch.Tensor) -> torch.Tensor:
     return p.detach()
 
 
-def global_shape(p: torch.Tensor, full_shapes: Optional[Dict[int, torch.Size]] = None) -> Tuple[int, ...]:
-    """Full (unsharded) shape as a tuple of ints, without communication.
-
-    DTensor: ``p.shape`` already is the global shape.  Plain tensors: their
-    shape, unless ``full_shapes`` (see :func:`legacy_fsdp_full_shapes`) maps
-    ``id(p)`` to the original shape of a legacy-FSDP flattened shard.
-    """
-    if full_shapes is not None and id(p) in full_shapes:
-        return tuple(full_shapes[id(p)])
+def global_shape(p: torch.Tensor) -> Tuple[int, ...]:
+    """Full (unsharded) shape as a tuple of ints, without communication:
+    ``DTensor.shape`` already is the global shape."""
     return tuple(p.shape)
 
 
-def global_numel(p: torch.Tensor, full_shapes: Optional[Dict[int, torch.Size]] = None) -> int:
+def global_numel(p: torch.Tensor) -> int:
     """Full (unsharded) element count; ``DTensor.numel()`` is global."""
-    n = 1
-    for s in global_shape(p, full_shapes):
-        n *= int(s)
-    return n
-
-
-def legacy_fsdp_full_shapes(model: nn.Module) -> Dict[int, torch.Size]:
-    """``{id(param): original_shape}`` for parameters of legacy
-    ``FullyShardedDataParallel(use_orig_params=True)`` units, whose
-    ``named_parameters()`` are 1-D local slices (e.g. ``(30,)``, ``(0,)``).
-    Reads FSDP's flat-parameter metadata (private API, best effort): returns
-    ``{}`` when there is no legacy FSDP or the metadata is unavailable.
-    ``use_orig_params=False`` exposes a single ``_flat_param`` and is not
-    mapped back to the original parameters."""
-    fsdp_mod = sys.modules.get("torch.distributed.fsdp")
-    fsdp_t = getattr(fsdp_mod, "FullyShardedDataParallel", None) if fsdp_mod else None
-    out: Dict[int, torch.Size] = {}
-    if fsdp_t is None:
-        return out
-    for m in model.modules():
-        if not isinstance(m, fsdp_t):
-            continue
-        try:
-            fp = m._handle.flat_param if m._handle is not None else None
-            params, shapes = getattr(fp, "_params", None), getattr(fp, "_shapes", None)
-            if params is not None and shapes is not None:
-                for q, s in zip(params, shapes):
-                    out[id(q)] = torch.Size(s)
-        except Exception:
-            continue
-    return out
+    return p.numel()
 
 
 def grad_to_local(g: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
@@ -532,56 +491,3 @@ def fsdp_settled(model: nn.Module) -> Iterator[None]:
         recover_fsdp(model)
         raise
     reshard_fsdp(model)
-
-
-# --------------------------------------------------------------------------
-# DDP reducer errors
-# --------------------------------------------------------------------------
-#: Start of the RuntimeError raised by DDP (find_unused_parameters=False) in
-#: the *forward* of the iteration after one in which some parameter got no
-#: gradient.
-DDP_UNUSED_PARAMETERS_MARKER = "Expected to have finished reduction in the prior iteration"
-
-_INDICES_RE = re.compile(r"Parameter indices which did not receive grad for rank (\d+):((?:\s+\d+)+)")
-_NAMES_RE = re.compile(r"Parameters which did not receive grad for rank (\d+):\s*([^\n]+)")
-
-
-def is_ddp_unused_parameters_error(exc: BaseException) -> bool:
-    """True if ``exc`` is DDP's "unused parameters" reducer error."""
-    return isinstance(exc, RuntimeError) and DDP_UNUSED_PARAMETERS_MARKER in str(exc)
-
-
-def ddp_reducer_parameter_names(ddp_model: nn.Module) -> List[str]:
-    """Names (without ``module.``) in the order of DDP's reducer indices:
-    parameters of ``ddp.module`` that require grad and are not in
-    ``parameters_to_ignore``, de-duplicated."""
-    inner = ddp_model.module
-    ignore = set(getattr(ddp_model, "parameters_to_ignore", ()) or ())
-    return [
-        clean_name(n) for n, p in inner.named_parameters() if p.requires_grad and n not in ignore
-    ]
-
-
-def ddp_unused_parameter_names(exc: BaseException, ddp_model: Optional[nn.Module] = None) -> Optional[List[str]]:
-    """Parameter names reported by DDP's unused-parameter error, or ``None``
-    if ``exc`` is not that error.
-
-    The message always ends with ``Parameter indices which did not receive
-    grad for rank R: i j ...`` (indices into :func:`ddp_reducer_parameter_names`);
-    with ``TORCH_DISTRIBUTED_DEBUG=INFO`` it also contains ``Parameters which
-    did not receive grad for rank R: a.weight, a.bias``.  Names are returned
-    in reducer order when ``ddp_model`` is given, else as printed (or as
-    ``"#i"`` placeholders)."""
-    if not is_ddp_unused_parameters_error(exc):
-        return None
-    msg = str(exc)
-    m = _INDICES_RE.search(msg)
-    idx = [int(i) for i in m.group(2).split()] if m else []
-    if ddp_model is not None and idx:
-        order = ddp_reducer_parameter_names(ddp_model)
-        if all(i < len(order) for i in idx):
-            return [order[i] for i in idx]
-    m2 = _NAMES_RE.search(msg)
-    if m2:
-        return [clean_name(s.strip()) for s in m2.group(2).split(",") if s.strip()]
-    return ["#%d" % i for i in idx]

@@ -22,7 +22,7 @@ tensors on ``self`` or even replace a Parameter. ``ModelGuard`` makes all of tha
 
 import contextlib
 import operator
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -34,17 +34,12 @@ __unittest = True
 _MODULE_DICTS = ("_parameters", "_buffers", "_modules")
 
 
-def cuda_devices(*values: Any) -> List[int]:
-    """Indices of the CUDA devices holding any tensor in ``values`` (modules, tensors, structures)."""
+def cuda_devices(value: Any) -> List[int]:
+    """Indices of the CUDA devices holding any tensor of ``value`` (a tensor or a structure)."""
     found = set()
-    for value in values:
-        if isinstance(value, nn.Module):
-            tensors: Iterable[torch.Tensor] = list(value.parameters()) + list(value.buffers())
-        else:
-            tensors = [t for _, t in trees.tensor_leaves(value)]
-        for t in tensors:
-            if t.device.type == "cuda":
-                found.add(t.device.index if t.device.index is not None else torch.cuda.current_device())
+    for _, t in trees.tensor_leaves(value):
+        if t.device.type == "cuda":
+            found.add(t.device.index if t.device.index is not None else torch.cuda.current_device())
     return sorted(found)
 
 
@@ -76,18 +71,16 @@ class ModelGuard:
     """Context manager that snapshots a module tree and restores it on exit, pass or raise.
 
     ``seed`` seeds the forked RNG inside, so train-mode randomness (dropout) is reproducible.
-    ``extra_devices`` are CUDA indices used by inputs, whose RNG is forked as well.
+    ``extra`` holds the inputs: the RNG of the CUDA devices they live on is forked as well.
+    ``modules`` is a walk of the model already made by the caller (``parameters.walk``).
     """
 
     def __init__(self, model: nn.Module, *, seed: Optional[int] = None, extra: Any = None,
-                 restore_attributes: bool = True, modules: Optional[Sequence[Tuple[str, nn.Module]]] = None):
+                 modules: Optional[Sequence[Tuple[str, nn.Module]]] = None):
         self.model = model
         self._walk = modules
         self.seed = seed
         self.extra = extra
-        # FSDP keeps its own state on the modules it shards and swaps their Parameters during
-        # forward/backward; it restores them itself, and putting ours back would fight it.
-        self.restore_attributes = restore_attributes
         self._rng: Optional[contextlib.AbstractContextManager] = None
 
     def __enter__(self) -> "ModelGuard":
@@ -97,7 +90,6 @@ class ModelGuard:
         for _, m in self._walk:
             seen.setdefault(id(m), m)
         modules = list(seen.values())
-        self._modes = [(m, m.training) for m in modules]
         self._dicts: List[Tuple[nn.Module, Dict[str, Any], Dict[str, Dict[str, Any]]]] = [
             (m, dict(m.__dict__), {name: dict(getattr(m, name)) for name in _MODULE_DICTS if hasattr(m, name)})
             for m in modules
@@ -109,7 +101,7 @@ class ModelGuard:
                 p.grad = None
         # Private buffer clones: shared buffers stay shared (one clone per tensor identity).
         clones: Dict[int, torch.Tensor] = {}
-        for m in modules if self.restore_attributes else ():
+        for m in modules:
             buffers = getattr(m, "_buffers", None)
             if not buffers:
                 continue
@@ -139,7 +131,7 @@ class ModelGuard:
             self.restore()
 
     def restore(self) -> None:
-        for m, saved_attrs, saved_dicts in self._dicts if self.restore_attributes else ():
+        for m, saved_attrs, saved_dicts in self._dicts:
             current = m.__dict__
             # Identity, never ==: the values are tensors and modules. The unchanged case (nearly
             # every module) is answered by one C-level pass over the values.
@@ -154,9 +146,6 @@ class ModelGuard:
                 if not _same(live, saved):
                     live.clear()
                     live.update(saved)
-        if not self.restore_attributes:  # else the __dict__ restore above put `training` back
-            for m, mode in self._modes:
-                m.training = mode
         for p, requires_grad, grad in self._params:
             if p.requires_grad != requires_grad:
                 p.requires_grad_(requires_grad)
