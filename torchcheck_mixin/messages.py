@@ -83,12 +83,8 @@ def bindings(pairs: Sequence) -> str:
 
 def mismatch_line(m: ShapeMismatch, root: str = "output") -> str:
     where = trees.describe_path(m.path, root)
-    if m.kind == "dim":
+    if m.kind in ("dim", "rank"):
         return f"{where}: shape {format_shape(m.actual)}, expected {m.spec}: {m.detail}"
-    if m.kind == "rank":
-        return f"{where}: shape {format_shape(m.actual)}, expected {m.spec}: {m.detail}"
-    if m.kind == "dtype":
-        return f"{where}: {m.detail}"
     return f"{where}: {m.detail}" + (f" (expected {cut(m.spec, 60)})" if m.kind == "structure" else "")
 
 
@@ -189,10 +185,8 @@ def describe_batch(result: BatchShapeResult) -> str:
     where = "the batch" if result.single_batch else f"batch {first.batch_index}"
     head = f"{where[0].upper() + where[1:]} does not match expected {cut(result.spec)}" + (
         f" (dtype {result.dtype_spec})" if result.dtype_spec else "")
-    root = "batch" if result.single_batch else f"batch {first.batch_index}"
     lines = capped([mismatch_line(m.mismatch, root="batch" if result.single_batch else f"batch[{m.batch_index}]")
                     for m in result.mismatches])
-    del root
     if not result.single_batch:
         of = f"; the loader has {result.total_batches:,}" if result.total_batches is not None else ""
         lines.append(

@@ -194,7 +194,6 @@ class ParameterRecord:
     gradient_status: Optional[str] = None  # the gradient view alone ("both" mode reports both)
     allowed: bool = False  # matched by allow_not_updated
     expected_frozen: bool = False  # matched by expect_frozen
-    sparse: bool = False
 
     @property
     def ok(self) -> bool:

@@ -179,7 +179,7 @@ def _snapshot_status(gstatus: str, change: float, change_nonfinite: bool, in_opt
     return UPDATED if changed else NOT_APPLIED
 
 
-def _notes(entries, records, trials_out: List[_Trial], optimizer, atol, lazy) -> Tuple[str, ...]:
+def _notes(records, trials_out: List[_Trial], optimizer, lazy) -> Tuple[str, ...]:
     notes = []
     replaced = sorted({n for t in trials_out for n in t.replaced})
     if replaced:
@@ -346,7 +346,7 @@ def check_parameters_updated(
         summary=count_parameters(module, table),
         model=type(module).__name__,
         stale_allowances=stale,
-        notes=_notes(table, records, trials_out, optimizer, atol, lazy) + _ddp_notes(model, records),
+        notes=_notes(records, trials_out, optimizer, lazy) + _ddp_notes(model, records),
         loss=loss_value,
         optimizer=(
             type(optimizer).__name__ if optimizer is not None
@@ -421,5 +421,5 @@ def _record(e: ParamEntry, i, maxg_h, change_h, in_optimizer, atol, mode, allowe
     return make_record(
         name=e.name, aliases=e.aliases, shape=tuple(p.shape), numel=p.numel(), dtype=str(p.dtype), status=status,
         max_grad=max_grad, max_change=d, gradient_status=None if i is None else gstatus, allowed=allowed,
-        expected_frozen=frozen_expected, sparse=False,
+        expected_frozen=frozen_expected,
     )
