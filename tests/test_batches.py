@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 
 from torchcheck_mixin import BatchShapeResult, check_batch_shape
-from torchcheck_mixin.batches import DEFAULT_UNSIZED_CAP
+from torchcheck_mixin.checks.batches import DEFAULT_UNSIZED_CAP
 
 Sample = collections.namedtuple("Sample", "x y")
 

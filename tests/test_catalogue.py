@@ -10,8 +10,8 @@ import unittest
 import warnings
 
 from tests import catalogue
-from torchcheck_mixin.calling import lazy_modules
-from torchcheck_mixin.forward import run_forward
+from torchcheck_mixin.core.calling import lazy_modules
+from torchcheck_mixin.checks.forward import run_forward
 from torchcheck_mixin import (
     check_all_finite,
     check_batch_independent,
@@ -111,7 +111,7 @@ class TestBugsAreCaught(unittest.TestCase):
                 self.assertTrue(set(case.not_updated) <= failing, f"{sorted(case.not_updated)} vs {sorted(failing)}")
 
     def test_failure_messages_render(self):
-        from torchcheck_mixin import messages
+        from torchcheck_mixin.core import messages
 
         for case in catalogue.buggy_models("updated_gradient"):
             with self.subTest(case=case.name):

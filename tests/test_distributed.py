@@ -40,7 +40,7 @@ else:  # run as a top-level module from inside tests/
     from distributed_harness import run_in_process_group  # noqa: E402
 
 import torchcheck_mixin  # noqa: E402
-from torchcheck_mixin import distributed as D  # noqa: E402
+from torchcheck_mixin.core import distributed as D  # noqa: E402
 
 HAVE_DIST = dist.is_available() and dist.is_gloo_available()
 TIMEOUT = 90  # per process-group launch; a healthy launch takes 4-12 s here

@@ -19,7 +19,7 @@ if _ROOT not in sys.path:
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 
-from torchcheck_mixin.reductions import max_abs  # noqa: E402
+from torchcheck_mixin.core.reductions import max_abs  # noqa: E402
 from torch import nn  # noqa: E402
 
 if __package__:  # tests/ is a package: import the harness once, as tests.distributed_harness
@@ -37,7 +37,7 @@ else:  # run as a top-level module from inside tests/
         run_in_process_group,
     )
 
-from torchcheck_mixin import distributed as D  # noqa: E402
+from torchcheck_mixin.core import distributed as D  # noqa: E402
 
 HAVE_DIST = dist.is_available() and dist.is_gloo_available()
 

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from torchcheck_mixin import DtypeResult, check_dtype
-from torchcheck_mixin.dtypes import normalize_dtype
+from torchcheck_mixin.core.dtypes import normalize_dtype
 
 Out = collections.namedtuple("Out", "logits aux")
 

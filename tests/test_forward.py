@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from torchcheck_mixin import ForwardShapeResult, check_forward_shape
-from torchcheck_mixin.forward import run_forward
+from torchcheck_mixin.checks.forward import run_forward
 
 Pair = collections.namedtuple("Pair", "logits hidden")
 

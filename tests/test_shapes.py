@@ -1,4 +1,4 @@
-"""Tests of the shape-spec language (torchcheck_mixin.shapes): parse, match, print back.
+"""Tests of the shape-spec language (torchcheck_mixin.core.shapes): parse, match, print back.
 
 The last class checks the library's matcher against a small reference matcher written here by
 recursive backtracking over dimensions, on random specs and random values (hypothesis).
@@ -12,8 +12,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from torchcheck_mixin.results import ShapeMismatch
-from torchcheck_mixin.shapes import MapNode, SeqNode, ShapeNode, format_shape, format_spec, match, parse_spec
+from torchcheck_mixin.core.results import ShapeMismatch
+from torchcheck_mixin.core.shapes import MapNode, SeqNode, ShapeNode, format_shape, format_spec, match, parse_spec
 
 Pair = collections.namedtuple("Pair", "logits labels")
 

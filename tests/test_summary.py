@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from torchcheck_mixin import ParameterSummary, parameter_summary
-from torchcheck_mixin.summary import TORCHINFO_MAX_DEPTH, count_parameters, nesting_depth
+from torchcheck_mixin.core.summary import TORCHINFO_MAX_DEPTH, count_parameters, nesting_depth
 
 
 class TiedLM(nn.Module):

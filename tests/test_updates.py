@@ -10,7 +10,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from torchcheck_mixin import check_parameters_updated
-from torchcheck_mixin.results import (
+from torchcheck_mixin.core.results import (
     CHANGED_WITHOUT_GRAD,
     FROZEN,
     NO_GRAD,

@@ -19,14 +19,14 @@ The engine (``check_*`` functions returning result objects) works without unitte
 """
 
 from .assertions import ModelAssertionsMixin, ModelTestCase, StaleAllowanceWarning
-from .batches import check_batch_shape
+from .checks.batches import check_batch_shape
 from .battery import ModelBattery
-from .counts import check_parameter_count
-from .dtypes import check_dtype
-from .forward import check_forward_shape
-from .independence import check_batch_independent
-from .loss import check_loss_scalar_non_negative
-from .results import (
+from .checks.counts import check_parameter_count
+from .checks.dtypes import check_dtype
+from .checks.forward import check_forward_shape
+from .checks.independence import check_batch_independent
+from .checks.loss import check_loss_scalar_non_negative
+from .core.results import (
     BatchShapeResult,
     DtypeResult,
     ForwardShapeResult,
@@ -38,10 +38,12 @@ from .results import (
     ParameterUpdateReport,
     ValueCheckResult,
 )
-from .summary import parameter_summary
-from .training import check_can_overfit_batch
-from .updates import check_parameters_updated
-from .values import check_all_finite, check_deterministic, check_output_range, check_state_dict_round_trip
+from .core.summary import parameter_summary
+from .checks.overfit import check_can_overfit_batch
+from .checks.updates import check_parameters_updated
+from .checks.determinism import check_deterministic
+from .checks.finite import check_all_finite, check_output_range
+from .checks.state_dict import check_state_dict_round_trip
 
 __version__ = "0.1.0"
 

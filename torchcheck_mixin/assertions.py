@@ -23,19 +23,21 @@ from typing import Any, Callable, Optional
 import torch
 from torch import nn
 
-from . import calling, messages
-from .batches import check_batch_shape
-from .counts import check_parameter_count
-from .dtypes import check_dtype
-from .forward import match_output, run_forward
-from .independence import check_batch_independent
-from .loss import check_loss_scalar_non_negative
-from .results import BatchShapeResult, OverfitResult, ParameterUpdateReport
-from .shapes import parse_spec
-from .summary import parameter_summary
-from .training import check_can_overfit_batch
-from .updates import check_parameters_updated
-from .values import check_all_finite, check_deterministic, check_output_range, check_state_dict_round_trip
+from .core import calling, messages
+from .checks.batches import check_batch_shape
+from .checks.counts import check_parameter_count
+from .checks.dtypes import check_dtype
+from .checks.forward import match_output, run_forward
+from .checks.independence import check_batch_independent
+from .checks.loss import check_loss_scalar_non_negative
+from .core.results import BatchShapeResult, OverfitResult, ParameterUpdateReport
+from .core.shapes import parse_spec
+from .core.summary import parameter_summary
+from .checks.overfit import check_can_overfit_batch
+from .checks.updates import check_parameters_updated
+from .checks.determinism import check_deterministic
+from .checks.finite import check_all_finite, check_output_range
+from .checks.state_dict import check_state_dict_round_trip
 
 __unittest = True
 

@@ -134,7 +134,7 @@ class ModelBattery(ModelTestCase):
 
     def _battery_output_dtype(self) -> None:
         expected = self._require("expected_dtype")
-        from .forward import run_forward
+        from .checks.forward import run_forward
 
         self.assertDtype(run_forward(self._model(), self._inputs()), expected)
 
@@ -160,7 +160,7 @@ class ModelBattery(ModelTestCase):
         self.assertParameterCount(self._model(), **counts)
 
     def _battery_all_finite(self) -> None:
-        from .forward import run_forward
+        from .checks.forward import run_forward
 
         model = self._model()
         self.assertAllFinite(model)
@@ -174,9 +174,9 @@ class ModelBattery(ModelTestCase):
             self.skipTest("set target_factory (and loss_fn) to check the loss")
         import torch
 
-        from . import calling
-        from .forward import run_forward
-        from .losses import compute_loss
+        from .core import calling
+        from .checks.forward import run_forward
+        from .core.default_loss import compute_loss
 
         model = self._model()
         output = run_forward(model, self._inputs())

@@ -18,10 +18,10 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from . import calling, trees
-from .losses import compute_loss
-from .results import OverfitResult
-from .state import ModelGuard
+from ..core import calling, trees
+from ..core.default_loss import compute_loss
+from ..core.results import OverfitResult
+from ..core.state import ModelGuard
 
 __unittest = True
 

@@ -40,11 +40,11 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from . import calling, distributed
-from .losses import compute_loss
-from .parameters import ParamEntry, parameter_table, resolve_selection, walk
-from .reductions import max_abs, max_abs_diff, sgd_step_change, to_host
-from .results import (
+from ..core import calling, distributed
+from ..core.default_loss import compute_loss
+from ..core.parameters import ParamEntry, parameter_table, resolve_selection, walk
+from ..core.reductions import max_abs, max_abs_diff, sgd_step_change, to_host
+from ..core.results import (
     CHANGED_WITHOUT_GRAD,
     FROZEN,
     NO_GRAD,
@@ -56,8 +56,8 @@ from .results import (
     ParameterUpdateReport,
     make_record,
 )
-from .state import ModelGuard, replaced_parameters
-from .summary import count_parameters
+from ..core.state import ModelGuard, replaced_parameters
+from ..core.summary import count_parameters
 
 __unittest = True
 

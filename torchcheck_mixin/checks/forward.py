@@ -14,10 +14,10 @@ from typing import Any, Optional, Tuple
 import torch
 from torch import nn
 
-from . import calling, distributed, trees
-from .results import ForwardShapeResult
-from .shapes import format_spec, match, parse_spec
-from .state import ModelGuard
+from ..core import calling, distributed, trees
+from ..core.results import ForwardShapeResult
+from ..core.shapes import format_spec, match, parse_spec
+from ..core.state import ModelGuard
 
 __unittest = True
 

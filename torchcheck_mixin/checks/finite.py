@@ -1,4 +1,4 @@
-"""Checks on values: finiteness, ranges, determinism at inference, state-dict round trips.
+"""Finiteness and value ranges of outputs, structures and modules.
 
 Each returns a ``ValueCheckResult``: how many leaves were looked at and one ``Finding`` per
 offending leaf (its path, counts, first indices). Counting is done on the device and crosses to
@@ -14,12 +14,14 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
-from . import calling, distributed, trees
+from ..core import calling, distributed, trees
 from .forward import run_forward
-from .results import Finding, ValueCheckResult
-from .state import ModelGuard, rng_guard
+from ..core.results import Finding, ValueCheckResult
+from ..core.state import ModelGuard, rng_guard
 
 __unittest = True
+
+FIRST_INDICES = 3
 
 FIRST_INDICES = 3
 
@@ -165,125 +167,3 @@ def _interval(low: Optional[float], high: Optional[float]) -> str:
     return f"[{'-inf' if low is None else f'{low:g}'}, {'inf' if high is None else f'{high:g}'}]"
 
 
-def _compare_outputs(a: Any, b: Any, rtol: float = 0.0, atol: float = 0.0) -> Tuple[int, List[Finding]]:
-    """Leafwise comparison, NaN equal to NaN; exact by default."""
-    la, lb = trees.tensor_leaves(a), dict(trees.tensor_leaves(b))
-    rows = []
-    for path, ta in la:
-        tb = lb.get(path)
-        if tb is None or ta.shape != tb.shape or ta.dtype != tb.dtype:
-            rows.append((path, None, ta, tb))
-            continue
-        if ta.is_floating_point() or ta.is_complex():
-            diff_mask = ~torch.isclose(ta, tb, rtol=rtol, atol=atol, equal_nan=True)
-            delta = (ta - tb).abs().nan_to_num(nan=0.0)
-            delta = delta.amax() if delta.numel() else delta.new_zeros(())
-        else:
-            diff_mask = ta != tb
-            delta = diff_mask.sum()
-        rows.append((path, torch.stack([diff_mask.sum().double(), delta.double()]).cpu(), ta, tb))
-    stacked = [r[1] for r in rows if r[1] is not None]
-    host = iter(torch.stack(stacked).tolist()) if stacked else iter(())
-    findings = []
-    for path, stat, ta, tb in rows:
-        where = trees.describe_path(path)
-        if stat is None:
-            got = "missing" if tb is None else f"shape {tuple(tb.shape)} {tb.dtype}"
-            findings.append(Finding(where, f"second output differs in structure: {got}, first was shape {tuple(ta.shape)} {ta.dtype}"))
-            continue
-        count, delta = next(host)
-        if count:
-            findings.append(Finding(where, f"{int(count):,} / {ta.numel():,} elements differ (max |diff| {delta:.3g})",
-                                    count=int(count), total=ta.numel()))
-    return len(la), findings
-
-
-def check_deterministic(model: nn.Module, inputs: Any, *, seed: int = 0) -> ValueCheckResult:
-    """Two eval-mode forward passes on the same inputs give identical outputs.
-
-    The RNG is *not* reseeded between the two passes: dropout or ``torch.rand`` left active at
-    inference draws different numbers and shows up as a difference.
-    """
-    calling.check_module(model)
-    calling.check_inputs(inputs)
-    module, _ = calling.unwrap(model)
-    device = calling.model_device(module)
-    x = calling.to_device(calling.resolve(inputs, calling.make_generator(seed, device), "inputs"), device)
-    with torch.no_grad(), ModelGuard(module, seed=seed, extra=x):
-        module.eval()
-        first = calling.call(module, x)
-        second = calling.call(module, x)
-    n, findings = _compare_outputs(first, second)
-    if n == 0:
-        raise ValueError("the model output holds no tensor to compare")
-    return ValueCheckResult("deterministic", n, tuple(findings), (("mode", "eval, two passes, RNG not reseeded"),))
-
-
-def check_state_dict_round_trip(model: nn.Module, inputs: Any, *, seed: int = 0) -> ValueCheckResult:
-    """Save the state dict (through ``torch.save``), load it into a scrambled copy, compare outputs.
-
-    The copy's parameters, buffers and any tensor held as a plain attribute are overwritten with
-    random values first, so whatever the state dict does not carry shows up as a difference.
-    """
-    calling.check_module(model)
-    calling.check_inputs(inputs)
-    module, _ = calling.unwrap(model)
-    device = calling.model_device(module)
-    x = calling.to_device(calling.resolve(inputs, calling.make_generator(seed, device), "inputs"), device)
-    details: List[Tuple[str, Any]] = []
-    with torch.no_grad(), ModelGuard(module, seed=seed, extra=x):
-        module.eval()
-        expected = calling.call(module, x)
-        buffer = io.BytesIO()
-        torch.save(module.state_dict(), buffer)
-        buffer.seek(0)
-        state = torch.load(buffer, map_location=device, weights_only=True)
-        twin, _ = calling.deep_copy(module)
-        _scramble(twin)
-        keys = twin.load_state_dict(state, strict=False)
-        twin.eval()
-        actual = calling.call(twin, x)
-    findings: List[Finding] = []
-    if keys.missing_keys or keys.unexpected_keys:
-        findings.append(Finding("state_dict", f"missing keys {list(keys.missing_keys)[:10]}, unexpected keys "
-                                              f"{list(keys.unexpected_keys)[:10]}"))
-    n, diffs = _compare_outputs(expected, actual)
-    findings += diffs
-    if diffs:
-        from .counts import unregistered_state
-
-        stray = unregistered_state(module)
-        if stray:
-            details.append(("state the state dict does not carry", "; ".join(stray[:10])))
-    return ValueCheckResult("state_dict_round_trip", n, tuple(findings), tuple(details))
-
-
-def _reachable_modules(module: nn.Module) -> List[nn.Module]:
-    """Submodules, including modules kept in plain lists, tuples and dicts (unregistered ones)."""
-    seen: Dict[int, nn.Module] = {}
-    todo = [module]
-    while todo:
-        m = todo.pop()
-        if id(m) in seen:
-            continue
-        seen[id(m)] = m
-        todo.extend(m.children())
-        for value in vars(m).values():
-            items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else ()
-            todo.extend(v for v in items if isinstance(v, nn.Module))
-    return list(seen.values())
-
-
-def _scramble(module: nn.Module) -> None:
-    """Overwrite every tensor the copy holds (registered or not) with other values."""
-    with rng_guard(seed=12345):
-        for m in _reachable_modules(module):
-            tensors = list(m._parameters.values()) + list(m._buffers.values())
-            tensors += [v for v in vars(m).values() if isinstance(v, torch.Tensor)]
-            for t in tensors:
-                if t is None:
-                    continue
-                if t.is_floating_point() or t.is_complex():
-                    t.data.copy_(torch.randn(t.shape, dtype=t.dtype).to(t.device))
-                elif t.dtype != torch.bool and t.numel():
-                    t.data.add_(1)

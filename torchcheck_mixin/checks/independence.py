@@ -23,9 +23,9 @@ from typing import Any, Dict, List, Set, Tuple
 import torch
 from torch import nn
 
-from . import calling, trees
-from .results import Finding, ValueCheckResult
-from .state import ModelGuard
+from ..core import calling, trees
+from ..core.results import Finding, ValueCheckResult
+from ..core.state import ModelGuard
 
 __unittest = True
 

@@ -22,8 +22,8 @@ from typing import Any, List, Optional
 import numpy as np
 import torch
 
-from .calling import check_tolerance
-from .results import LossResult
+from ..core.calling import check_tolerance
+from ..core.results import LossResult
 
 __unittest = True
 

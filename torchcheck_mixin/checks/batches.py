@@ -33,11 +33,11 @@ from typing import Any, List, Optional, Tuple
 import numpy as np
 import torch
 
-from . import trees
-from .dtypes import normalize_dtype
-from .results import BatchMismatch, BatchShapeResult, ShapeMismatch
-from .shapes import format_spec, match, parse_spec
-from .state import rng_guard
+from ..core import trees
+from ..core.dtypes import normalize_dtype
+from ..core.results import BatchMismatch, BatchShapeResult, ShapeMismatch
+from ..core.shapes import format_spec, match, parse_spec
+from ..core.state import rng_guard
 
 __unittest = True
 

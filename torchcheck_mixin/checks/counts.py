@@ -16,9 +16,9 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _NormBase
 
-from . import calling
-from .results import ParameterCountResult
-from .summary import count_parameters
+from ..core import calling
+from ..core.results import ParameterCountResult
+from ..core.summary import count_parameters
 
 __unittest = True
 
