@@ -40,7 +40,7 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from ..core import calling, distributed
+from ..core import calling, distributed, trees
 from ..core.default_loss import compute_loss
 from ..core.parameters import ParamEntry, parameter_table, resolve_selection, walk
 from ..core.reductions import max_abs, max_abs_diff, sgd_step_change, to_host
@@ -51,12 +51,13 @@ from ..core.results import (
     NONFINITE,
     NOT_APPLIED,
     NOT_IN_OPTIMIZER,
+    ROUNDING_NOISE,
     UPDATED,
     ZERO_GRAD,
     ParameterUpdateReport,
     make_record,
 )
-from ..core.state import ModelGuard, replaced_parameters
+from ..core.state import ModelGuard, changed_buffers, replaced_parameters
 from ..core.summary import count_parameters
 
 __unittest = True
@@ -103,7 +104,9 @@ class _Trial:
     """What one forward pass produced: gradients (and, in snapshot mode, new values)."""
 
     def __init__(self, loss: torch.Tensor, grads: List[Optional[torch.Tensor]], new_values=None,
-                 replaced: Sequence[str] = (), caught: Sequence[warnings.WarningMessage] = ()):
+                 replaced: Sequence[str] = (), caught: Sequence[warnings.WarningMessage] = (),
+                 backward_used: bool = False):
+        self.backward_used = backward_used
         self.loss = loss
         self.grads = grads
         self.new_values = new_values
@@ -124,7 +127,32 @@ def _forward_loss(module, inputs, target, loss_fn, gen, device, guard):
     return loss, replaced, caught
 
 
-def _gradient_trial(module, trainable, inputs, target, loss_fn, gen, device, guard, sharded) -> _Trial:
+def _reentrant_checkpoint_error(exc: BaseException) -> bool:
+    text = str(exc)
+    return "checkpoint" in text and (".grad()" in text or "inputs" in text)
+
+
+def _backward_grads(loss: torch.Tensor, leaves: Sequence[torch.Tensor]) -> List[Optional[torch.Tensor]]:
+    """Gradients of ``loss`` w.r.t. ``leaves`` through ``loss.backward()``.
+
+    For graphs ``torch.autograd.grad`` cannot run (reentrant activation checkpointing). The
+    leaves' ``.grad`` are saved, cleared, read and put back (the same objects), so nothing the
+    user holds changes; inputs and targets reach the forward detached, so backward writes no
+    ``.grad`` into them.
+    """
+    saved = [(p, p.grad) for p in leaves]
+    for p in leaves:
+        p.grad = None
+    try:
+        loss.backward()
+        return [p.grad.detach() if p.grad is not None else None for p in leaves]
+    finally:
+        for p, g in saved:
+            p.grad = g
+
+
+def _gradient_trial(module, trainable, inputs, target, loss_fn, gen, device, guard, sharded,
+                    rerun=lambda: None, gen_factory=None) -> _Trial:
     # FSDP swaps unsharded Parameters into the module during forward: not a user's replacement.
     loss, replaced, caught = _forward_loss(module, inputs, target, loss_fn, gen, device, None if sharded else guard)
     if loss.requires_grad and trainable and sharded:
@@ -136,7 +164,17 @@ def _gradient_trial(module, trainable, inputs, target, loss_fn, gen, device, gua
         for p in trainable:
             p.grad = None
     elif loss.requires_grad and trainable:
-        grads = list(torch.autograd.grad(loss, trainable, allow_unused=True))
+        try:
+            grads = list(torch.autograd.grad(loss, trainable, allow_unused=True))
+        except RuntimeError as exc:
+            if not _reentrant_checkpoint_error(exc):
+                raise
+            # Reentrant checkpointing refuses autograd.grad; the graph is partly consumed, so the
+            # same forward runs again (same seed) and backward() fills .grad (see _backward_grads).
+            rerun()
+            loss, replaced, caught = _forward_loss(module, inputs, target, loss_fn, gen_factory(), device, None)
+            grads = _backward_grads(loss, trainable)
+            return _Trial(loss, grads, replaced=replaced, caught=caught, backward_used=True)
     else:  # the forward built no graph (no_grad / detach inside forward): nothing is reachable
         grads = [None] * len(trainable)
     return _Trial(loss, grads, replaced=replaced, caught=caught)
@@ -289,6 +327,7 @@ def check_parameters_updated(
     current = [distributed.local_view(p) for p in trainable] if sharded else trainable
     maxg = change = None
     trials_out: List[_Trial] = []
+    frozen_versions = [(e, e.param._version) for e in table if e.name in frozen_expected]
     # FSDP: fsdp_settled reshards (or, after an exception, resets) FSDP's state before the guard
     # restores the module dicts, so the guard finds the sharded parameters it saved.
     with torch.enable_grad(), ModelGuard(module, seed=seed, extra=inputs, modules=modules) as guard, \
@@ -298,7 +337,9 @@ def check_parameters_updated(
             guard.reseed(seed + trial)  # forward randomness (dropout), inside the forked RNG
             gen = calling.make_generator(seed + trial, device)
             if mode == "gradient" or optimizer is None:
-                t = _gradient_trial(module, trainable, inputs, target, loss_fn, gen, device, guard, sharded)
+                t = _gradient_trial(module, trainable, inputs, target, loss_fn, gen, device, guard, sharded,
+                                    rerun=lambda s=seed + trial: guard.reseed(s),
+                                    gen_factory=lambda s=seed + trial: calling.make_generator(s, device))
                 if mode != "gradient":  # the private SGD step, computed without a copy of the model
                     d = sgd_step_change(current, t.grads, PRIVATE_SGD_LR, device)
                     change = d if change is None else torch.maximum(change, d)
@@ -311,6 +352,8 @@ def check_parameters_updated(
                 change = d if change is None else torch.maximum(change, d)
             trials_out.append(t)
             t.grads = t.new_values = None  # free memory before the next trial
+        recreated = _recreated_every_call(module, guard, trials_out, inputs, target, loss_fn, seed, device)
+        frozen_errors = _frozen_changed(modules, table, frozen_expected, guard, frozen_versions, train)
 
     missing_somewhere = None
     if collective:
@@ -329,7 +372,15 @@ def check_parameters_updated(
             _record(e, index.get(id(e.param)), maxg_h, change_h, in_optimizer, atol, mode,
                     e.name in allowed, e.name in frozen_expected)
         )
+    extra_notes: Tuple[str, ...] = ()
+    if not sharded and not collective and trainable:
+        records, extra_notes = _second_looks(module, table, modules, records, inputs, target, loss_fn, seed,
+                                             device, train, atol, mode)
+    if any(t.backward_used for t in trials_out):
+        extra_notes += ("reentrant activation checkpointing (use_reentrant=True) refuses torch.autograd.grad: "
+                        "gradients were read through backward(), the user's .grad saved and restored",)
     errors = list(_ddp_errors(model, trainable_entries, records, missing_h))
+    errors += recreated + frozen_errors
     if not table:
         errors.append(f"the model ({type(module).__name__}) has no parameters: nothing can update (layers kept in "
                       f"a plain list or dict are not registered)")
@@ -346,7 +397,7 @@ def check_parameters_updated(
         summary=count_parameters(module, table),
         model=type(module).__name__,
         stale_allowances=stale,
-        notes=_notes(records, trials_out, optimizer, lazy) + _ddp_notes(model, records),
+        notes=_notes(records, trials_out, optimizer, lazy) + _ddp_notes(model, records) + extra_notes,
         loss=loss_value,
         optimizer=(
             type(optimizer).__name__ if optimizer is not None
@@ -423,3 +474,272 @@ def _record(e: ParamEntry, i, maxg_h, change_h, in_optimizer, atol, mode, allowe
         max_grad=max_grad, max_change=d, gradient_status=None if i is None else gstatus, allowed=allowed,
         expected_frozen=frozen_expected,
     )
+
+
+# ------------------------------------------------------------------------------ second looks
+#
+# Three things an exactly-zero or a tiny first gradient can mean, told apart only on the failing
+# or near-failing path (an ordinary model whose every gradient is clearly non-zero pays nothing):
+# a zero-initialised partner (LoRA's B = 0, zero-init residual branches and heads), rounding noise
+# of a mathematically zero gradient, or a dead parameter.
+
+# After an exactly-zero first gradient, at most this many private steps are taken on a functional
+# copy of the parameters: a zero-initialised partner needs one step (LoRA, zero-init heads), a
+# chain of two zero-initialised factors needs two; three leaves one of margin.
+RETEST_STEPS = 3
+# The private steps move each element by RETEST_LR * sign(grad): the first step of Adam, scale
+# free (lr=1 on raw gradients blows deep models up), large enough to leave float32 zero.
+RETEST_LR = 1e-2
+# A float32 gradient at most NOISE_CANDIDATE times the model's largest is re-checked in float64.
+# Rounding noise of a mathematically zero gradient is a few float32 eps (1.2e-7) times the terms
+# it cancels; 1e-5 leaves a factor ~100 of margin for accumulation over long reductions, and the
+# re-check only runs when such a tensor exists.
+NOISE_CANDIDATE = 1e-5
+# In float64 a gradient at most NOISE_FLOAT64 times the largest float64 gradient is zero: float64
+# noise is ~1e-16 relative (5e-16 the largest measured), genuine tiny gradients 6e-10 and up.
+NOISE_FLOAT64 = 1e-12
+
+_FLOAT_LOW = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _functional_call(module: nn.Module, mapping, x):
+    if isinstance(x, torch.Tensor):
+        return torch.func.functional_call(module, mapping, (x,))
+    if isinstance(x, dict):
+        return torch.func.functional_call(module, mapping, (), dict(x))
+    return torch.func.functional_call(module, mapping, tuple(x))
+
+
+def _functional_grads(module, names, leaves, extra, inputs, target, loss_fn, seed, device, guard, cast=None):
+    """Gradients of the loss w.r.t. ``leaves`` (tensors standing in for the named parameters).
+
+    The module runs with ``leaves`` (and ``extra``: other parameters and buffers) swapped in by
+    ``torch.func.functional_call``; the user's tensors, their version counters and ``.grad`` are
+    never touched. Same seed as the first trial: same inputs, dropout and default-loss weights.
+    """
+    def run():
+        guard.reseed(seed)
+        gen = calling.make_generator(seed, device)
+        x = calling.to_device(calling.resolve(inputs, gen, "inputs"), device)
+        y = calling.to_device(calling.resolve(target, gen, "target"), device) if target is not None else None
+        if cast is not None:
+            x, y = (trees.map_tensors(lambda t: t.to(cast) if t.is_floating_point() else t, v) for v in (x, y))
+        mapping = dict(zip(names, leaves))
+        mapping.update(extra)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out = _functional_call(module, mapping, x)
+            return compute_loss(out, y, loss_fn, gen)
+
+    loss = run()
+    if not loss.requires_grad:
+        return [None] * len(leaves), False
+    try:
+        return list(torch.autograd.grad(loss, leaves, allow_unused=True)), False
+    except RuntimeError as exc:
+        if not _reentrant_checkpoint_error(exc):
+            raise
+    return _backward_grads(run(), leaves), True
+
+
+def _common_depth(a: str, b: str) -> int:
+    n = 0
+    for x, y in zip(a.split("."), b.split(".")):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _retest_zero(module, entries, candidates, inputs, target, loss_fn, seed, device, guard, atol):
+    """Parameters whose first gradient is exactly zero, re-tested after private steps.
+
+    Returns ``({index: step}, {index: partner names}, backward_used)``: the step at which each
+    candidate first got a non-zero finite gradient, and the zero-initialised trainable tensors
+    (all-zero values, non-zero first gradient) nearest to it in the module tree.
+    """
+    names = [e.name for e in entries]
+    with torch.no_grad():
+        values = [e.param.detach().clone() for e in entries]
+    at, partners, used_backward = {}, [], False
+    pending = set(candidates)
+    for step in range(1, RETEST_STEPS + 2):  # gradients after 0 .. RETEST_STEPS private steps
+        leaves = [v.requires_grad_(True) for v in values]
+        grads, bw = _functional_grads(module, names, leaves, {}, inputs, target, loss_fn, seed, device, guard)
+        used_backward |= bw
+        maxima = to_host(max_abs(grads, device, missing=-1.0))[0]
+        if step == 1:
+            zero_valued = to_host(max_abs(values, device))[0]
+            partners = [i for i in range(len(entries))
+                        if zero_valued[i] == 0 and maxima[i] > 0 and _finite(maxima[i])]
+        else:
+            for i in list(pending):
+                if maxima[i] > atol and _finite(maxima[i]):
+                    at[i] = step
+                    pending.discard(i)
+        if not pending or step == RETEST_STEPS + 1:
+            break
+        with torch.no_grad():
+            values = [v.detach() - RETEST_LR * g.sgn() if g is not None and g.layout == torch.strided else v.detach()
+                      for v, g in zip(values, grads)]
+    near = {}
+    for i in at:
+        if partners:
+            best = max(_common_depth(names[i], names[j]) for j in partners)
+            near[i] = tuple(names[j] for j in partners if _common_depth(names[i], names[j]) == best)[:3]
+    return at, near, used_backward
+
+
+def _float64_maxima(module, table, inputs, target, loss_fn, seed, device, guard):
+    """``max |grad|`` of every trainable parameter with the model, inputs and target in float64."""
+    trainable = [e for e in table if e.param.requires_grad]
+    with torch.no_grad():
+        leaves = [e.param.detach().to(torch.float64).requires_grad_(True) for e in trainable]
+        extra = {e.name: e.param.detach().to(torch.float64) for e in table
+                 if not e.param.requires_grad and e.param.is_floating_point()}
+        extra.update({n: b.to(torch.float64) for n, b in module.named_buffers() if b.is_floating_point()})
+    grads, _ = _functional_grads(module, [e.name for e in trainable], leaves, extra, inputs, target, loss_fn,
+                                 seed, device, guard, cast=torch.float64)
+    return to_host(max_abs(grads, device, missing=-1.0))[0]
+
+
+def _second_looks(module, table, modules, records, inputs, target, loss_fn, seed, device, train, atol, mode):
+    """Re-test exactly-zero first gradients and re-check tiny float32 gradients in float64.
+
+    Returns the new records and notes. Runs only when some record needs it, under its own guard.
+    """
+    trainable_entries = [e for e in table if e.param.requires_grad]
+    pos = {r.name: i for i, r in enumerate(records)}
+    index = {e.name: i for i, e in enumerate(trainable_entries)}
+    zero = [index[r.name] for r in records if r.status == ZERO_GRAD and r.max_grad == 0.0 and r.name in index]
+    finite = [r.max_grad for r in records if r.max_grad is not None and _finite(r.max_grad)]
+    largest = max(finite, default=0.0)
+    low = all(e.param.dtype in _FLOAT_LOW for e in trainable_entries)
+    tiny = [index[r.name] for r in records
+            if r.gradient_status == UPDATED and r.name in index and r.max_grad <= NOISE_CANDIDATE * largest]
+    if not zero and not (tiny and low and largest > 0):
+        return records, ()
+    records = list(records)
+    notes = []
+    with torch.enable_grad(), ModelGuard(module, seed=seed, extra=inputs, modules=modules) as guard:
+        module.train(train)
+        if zero:
+            at, near, bw = _retest_zero(module, trainable_entries, zero, inputs, target, loss_fn, seed, device,
+                                        guard, atol)
+            later = []
+            for i in zero:
+                k = pos[trainable_entries[i].name]
+                r = records[k]
+                if i in at:
+                    records[k] = _replace(r, status=UPDATED, gradient_status=UPDATED, updated_at_step=at[i],
+                                          zero_partners=near.get(i, ()), retested_steps=at[i] - 1)
+                    later.append(records[k])
+                else:
+                    records[k] = _replace(r, retested_steps=RETEST_STEPS)
+            if later:
+                shown = "; ".join(f"{r.name} at step {r.updated_at_step}" + (
+                    f" (zero at step 1: downstream of zero-initialised {', '.join(r.zero_partners)})"
+                    if r.zero_partners else " (zero at step 1)") for r in later[:5])
+                more = f"; and {len(later) - 5} more" if len(later) > 5 else ""
+                notes.append(f"{len(later)} parameter(s) with an exactly-zero first gradient updated after private "
+                             f"sign-SGD steps (lr={RETEST_LR:g}) on a copy of the parameters: {shown}{more}")
+        if tiny and low and largest > 0:
+            try:
+                g64 = _float64_maxima(module, table, inputs, target, loss_fn, seed, device, guard)
+            except Exception as exc:  # a forward that cannot run in float64: keep the float32 verdict
+                notes.append(f"tiny gradients were not re-checked in float64 (the forward failed in float64: "
+                             f"{type(exc).__name__}: {str(exc)[:80]})")
+            else:
+                top = max((g for g in g64 if _finite(g)), default=0.0)
+                for i in tiny:
+                    k = pos[trainable_entries[i].name]
+                    r = records[k]
+                    if top > 0 and 0 <= g64[i] <= NOISE_FLOAT64 * top:
+                        records[k] = _replace(r, status=ROUNDING_NOISE, gradient_status=ROUNDING_NOISE,
+                                              max_grad_float64=g64[i])
+                    else:
+                        records[k] = _replace(r, max_grad_float64=g64[i])
+    return tuple(records), tuple(notes)
+
+
+def _replace(record, **changes):
+    fields = dict(record.__dict__)
+    fields.update(changes)
+    return make_record(**fields)
+
+
+# ------------------------------------------------------------------ parameters made in forward
+
+
+def _recreated_every_call(module, guard, trials_out, inputs, target, loss_fn, seed, device) -> List[str]:
+    """Errors for Parameters that forward creates anew on every call (no optimizer can hold them).
+
+    Only when the first forward replaced or created a Parameter: one more forward (no graph)
+    tells a Parameter made once (lazy style, kept afterwards) from one made on every call.
+    """
+    if not any(t.replaced for t in trials_out):
+        return []
+    names = {}
+    for n, m in guard._walk:
+        names.setdefault(id(m), n)
+    live = [(m, dict(m._parameters)) for m, _, _ in guard._dicts if hasattr(m, "_parameters")]
+    guard.reseed(seed)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gen = calling.make_generator(seed, device)
+        calling.call(module, calling.to_device(calling.resolve(inputs, gen, "inputs"), device))
+    again = []
+    for m, before in live:
+        prefix = names.get(id(m), "")
+        for key, value in m._parameters.items():
+            if value is not None and before.get(key) is not value:
+                again.append(f"{prefix}.{key}" if prefix else key)
+    if not again:
+        return []
+    return [f"forward creates new Parameter object(s) on every call ({', '.join(again[:5])}"
+            f"{', ...' if len(again) > 5 else ''}): an optimizer built before training never holds them, "
+            f"so they never train; create them once in __init__ and reuse them in forward"]
+
+
+# -------------------------------------------------------------------------- frozen means frozen
+
+
+def _frozen_changed(modules, table, frozen_expected, guard, frozen_versions, train) -> List[str]:
+    """What ``expect_frozen`` declares must not change in a training pass: neither its values
+    (an in-place write, e.g. ``Embedding(max_norm=...)``, moves the version counter) nor the
+    buffers of the modules it freezes entirely (BatchNorm running statistics in train mode)."""
+    if not frozen_expected:
+        return []
+    errors = []
+    written = [e.name for e, v in frozen_versions if e.param._version != v]
+    if written:
+        errors.append(f"parameter(s) declared in expect_frozen were written in place during forward "
+                      f"({', '.join(written[:5])}{', ...' if len(written) > 5 else ''}): frozen values must stay "
+                      f"bit for bit (Embedding(max_norm=...) renormalises its weight in place; drop max_norm or "
+                      f"renormalise a copy)")
+    names = {id(e.param): e.name for e in table}
+
+    def all_frozen(m) -> bool:
+        ps = list(m.parameters())
+        return bool(ps) and all(names.get(id(p)) in frozen_expected for p in ps)
+
+    frozen_modules = [(n, m) for n, m in modules if all_frozen(m)]
+    changed = []
+    for n, m in frozen_modules:
+        bufs = changed_buffers(guard, m)
+        if bufs:
+            changed.append((n, m, bufs))
+    if changed:
+        tops = sorted({n for n, _ in frozen_modules}, key=len)
+        roots = []
+        for n, _, _ in changed:
+            top = next((t for t in tops if t == "" or n == t or n.startswith(t + ".")), n)
+            if top not in roots:
+                roots.append(top)
+        shown = "; ".join(f"{n or '<root>'} ({type(m).__name__}): {', '.join(b)}" for n, m, b in changed[:5])
+        more = f"; and {len(changed) - 5} more" if len(changed) > 5 else ""
+        fix = " ".join(f"model.{r}.eval()" if r else "model.eval()" for r in roots)
+        errors.append(f"buffers of frozen module(s) changed during a {'train' if train else 'eval'}-mode forward "
+                      f"({shown}{more}): a frozen module left in train mode still updates its running "
+                      f"statistics; keep it in eval mode after model.train(): {fix}")
+    return errors

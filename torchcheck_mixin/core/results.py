@@ -175,8 +175,10 @@ FROZEN = "frozen"  # requires_grad is False
 NOT_APPLIED = "not_applied"  # snapshot: non-zero gradient, value did not change
 CHANGED_WITHOUT_GRAD = "changed_without_grad"  # snapshot: moved with a zero/None gradient
 NOT_IN_OPTIMIZER = "not_in_optimizer"  # snapshot: the given optimizer does not hold it
+ROUNDING_NOISE = "rounding_noise"  # float32 gradient is rounding noise: zero in float64
 
-STATUSES = (UPDATED, ZERO_GRAD, NO_GRAD, NONFINITE, FROZEN, NOT_APPLIED, CHANGED_WITHOUT_GRAD, NOT_IN_OPTIMIZER)
+STATUSES = (UPDATED, ZERO_GRAD, NO_GRAD, NONFINITE, FROZEN, NOT_APPLIED, CHANGED_WITHOUT_GRAD, NOT_IN_OPTIMIZER,
+            ROUNDING_NOISE)
 
 
 @dataclass(frozen=True)
@@ -194,6 +196,10 @@ class ParameterRecord:
     gradient_status: Optional[str] = None  # the gradient view alone ("both" mode reports both)
     allowed: bool = False  # matched by allow_not_updated
     expected_frozen: bool = False  # matched by expect_frozen
+    updated_at_step: Optional[int] = None  # zero at step 1, non-zero after private steps (zero-init partner)
+    zero_partners: Tuple[str, ...] = ()  # the zero-initialised parameters it sits downstream of
+    retested_steps: int = 0  # private steps tried after an exactly-zero first gradient
+    max_grad_float64: Optional[float] = None  # the float64 re-check of a tiny float32 gradient
 
     @property
     def ok(self) -> bool:

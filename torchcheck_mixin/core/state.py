@@ -114,6 +114,8 @@ class ModelGuard:
                         clone = buf.clone()
                     clones[id(buf)] = clone
                 buffers[name] = clone
+        self._clones = clones  # id(user's buffer) -> its private clone
+        self._clone_versions = {id(c): c._version for c in clones.values()}
         devices = {t.device.index for t in params if t.is_cuda} | {t.device.index for t in clones.values() if t.is_cuda}
         self._rng = rng_guard(sorted(devices | set(cuda_devices(self.extra))), self.seed)
         self.devices = self._rng.__enter__()
@@ -177,4 +179,23 @@ def replaced_parameters(guard: ModelGuard) -> List[str]:
         for key, value in live.items():
             if saved.get(key, _MISSING) is not value:
                 out.append(f"{prefix}.{key}" if prefix else key)
+    return out
+
+
+def changed_buffers(guard: ModelGuard, module: nn.Module) -> List[str]:
+    """Names of ``module``'s own buffers that the code run under ``guard`` wrote or replaced.
+
+    Read before ``restore``, from version counters: a private clone written in place (BatchNorm's
+    running statistics in train mode) has moved its counter; a replaced buffer is another object.
+    """
+    saved = next((d.get("_buffers", {}) for m, _, d in guard._dicts if m is module), {})
+    out = []
+    for name, live in getattr(module, "_buffers", {}).items():
+        orig = saved.get(name, _MISSING)
+        clone = guard._clones.get(id(orig)) if orig is not _MISSING and orig is not None else None
+        if clone is None:
+            if live is not orig:
+                out.append(name)
+        elif live is not clone or clone._version != guard._clone_versions[id(clone)]:
+            out.append(name)
     return out
