@@ -18,6 +18,7 @@ from .results import (
     NONFINITE,
     NOT_APPLIED,
     NOT_IN_OPTIMIZER,
+    ROUNDING_NOISE,
     UPDATED,
     ZERO_GRAD,
     BatchShapeResult,
@@ -214,6 +215,7 @@ _REASONS = {
     CHANGED_WITHOUT_GRAD: "changed without a gradient (weight decay or momentum moved it)",
     NOT_IN_OPTIMIZER: "not held by the optimizer's param_groups",
     FROZEN: "requires_grad=False but not declared in expect_frozen",
+    ROUNDING_NOISE: "gradient is rounding noise: zero in float64; a bias before a normalisation?",
 }
 
 
@@ -230,6 +232,10 @@ def _reason(r: ParameterRecord, atol: float) -> str:
         text += f" (max |grad| = {number(r.max_grad)})"
     elif r.status == CHANGED_WITHOUT_GRAD:
         text += f" (max |change| = {number(r.max_change)})"
+    elif r.status == ROUNDING_NOISE:
+        text += f" (max |grad| = {number(r.max_grad)} in float32, {number(r.max_grad_float64)} in float64)"
+    if r.status == ZERO_GRAD and getattr(r, "retested_steps", 0):
+        text += f"; still zero after {r.retested_steps} private steps (not a zero-initialised partner)"
     if r.allowed and r.status == NONFINITE:
         text += "; allow_not_updated does not excuse NaN/inf"
     return text
@@ -316,9 +322,33 @@ def describe_update(report: ParameterUpdateReport, summary: Optional[ParameterSu
         lines.append(f"if unused on purpose for these inputs: allow_not_updated={_list_repr(_common_prefixes(allowable, [r.name for r in report.records]))}")
     if report.stale_allowances:
         lines.append("stale allow_not_updated entries (all their parameters updated): " + ", ".join(report.stale_allowances))
+    lines += _update_hints(report, not_updated)
     if any(r.status == ZERO_GRAD for r in not_updated) and report.trials == 1:
         lines.append("zero gradients can depend on the draw (dead ReLUs, routing): try trials=4 to rule that out")
     return block(head, lines)
+
+
+def _update_hints(report: ParameterUpdateReport, not_updated: Sequence[ParameterRecord]) -> List[str]:
+    """Hints for the second looks: dead parameters, rounding noise, idle repeated modules (experts)."""
+    import re
+
+    lines: List[str] = []
+    dead = [r for r in not_updated if r.status == ZERO_GRAD and getattr(r, "retested_steps", 0)]
+    if dead:
+        lines.append(f"{plural(len(dead), 'tensor')} stayed exactly zero after {dead[0].retested_steps} further private "
+                     f"steps: a constant zero factor, a mask or a saturated path cuts them off for good")
+    if any(r.status == ROUNDING_NOISE for r in not_updated):
+        lines.append("rounding noise: the float32 gradient is ~1e-7 of the largest or less and the same pass in "
+                     "float64 gives zero: the loss does not depend on it (a bias before BatchNorm/LayerNorm, a key "
+                     "bias before softmax); remove it (bias=False) or allow it")
+    idle = [r for r in not_updated if r.status == NO_GRAD]
+    if idle:
+        updated = {re.sub(r"\.\d+\.", ".#.", r.name) for r in report.records if r.status == UPDATED}
+        siblings = [r for r in idle if re.sub(r"\.\d+\.", ".#.", r.name) in updated]
+        if siblings:
+            lines.append(f"{plural(len(siblings), 'tensor')} of repeated modules got no gradient while their siblings "
+                         f"did (experts no token was routed to?): try trials=4 or a larger batch, or allow them")
+    return lines
 
 
 def _common_prefixes(names: List[str], all_names: List[str]) -> List[str]:

@@ -185,8 +185,9 @@ def replaced_parameters(guard: ModelGuard) -> List[str]:
 def changed_buffers(guard: ModelGuard, module: nn.Module) -> List[str]:
     """Names of ``module``'s own buffers that the code run under ``guard`` wrote or replaced.
 
-    Read before ``restore``, from version counters: a private clone written in place (BatchNorm's
-    running statistics in train mode) has moved its counter; a replaced buffer is another object.
+    Read before ``restore``: a replaced buffer is another object; a private clone written in
+    place has moved its version counter or, for kernels that write without bumping it (BatchNorm's
+    running statistics), differs from the user's buffer.
     """
     saved = next((d.get("_buffers", {}) for m, _, d in guard._dicts if m is module), {})
     out = []
@@ -197,5 +198,7 @@ def changed_buffers(guard: ModelGuard, module: nn.Module) -> List[str]:
             if live is not orig:
                 out.append(name)
         elif live is not clone or clone._version != guard._clone_versions[id(clone)]:
+            out.append(name)
+        elif not torch.equal(live, orig):  # some kernels (batch_norm's running stats) skip the counter
             out.append(name)
     return out

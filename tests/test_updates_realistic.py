@@ -1,0 +1,422 @@
+"""check_parameters_updated on the setups real training code uses (issue 11 / 12):
+zero-initialised partners, reentrant checkpointing, rounding noise, Parameters made in forward,
+frozen means frozen, several optimizers, idle experts."""
+
+import unittest
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from tests.invariance import no_side_effects
+from torchcheck_mixin import check_parameters_updated
+from torchcheck_mixin.core.messages import describe_update
+from torchcheck_mixin.core.results import NO_GRAD, NOT_IN_OPTIMIZER, ROUNDING_NOISE, UPDATED, ZERO_GRAD
+
+X = torch.randn(6, 4, generator=torch.Generator().manual_seed(1))
+_TV_LIB = []
+
+
+def _importable_transformers():
+    """transformers imports torchvision when installed; its CUDA-only build on the CPU torch needs
+    the nms/qnms schemas defined first (what tests/realworld/torchvision_compat.py does)."""
+    try:
+        from tests.realworld import torchvision_compat
+    except ImportError:
+        lib = torch.library.Library("torchvision", "FRAGMENT")
+        for name in ("nms", "qnms"):
+            try:
+                getattr(torch.ops.torchvision, name)
+            except (AttributeError, RuntimeError):
+                lib.define(f"{name}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        _TV_LIB.append(lib)
+    else:
+        torchvision_compat.install()
+
+
+MODES = ("gradient", "snapshot")
+
+
+class LoRALinear(nn.Module):
+    """A frozen base weight plus B @ A with B = 0 (the LoRA initialisation)."""
+
+    def __init__(self, d_in, d_out, rank=2):
+        super().__init__()
+        self.base = nn.Linear(d_in, d_out)
+        self.base.requires_grad_(False)
+        self.lora_A = nn.Parameter(torch.randn(rank, d_in) * 0.1)
+        self.lora_B = nn.Parameter(torch.zeros(d_out, rank))
+
+    def forward(self, x):
+        return self.base(x) + x @ self.lora_A.t() @ self.lora_B.t()
+
+
+class LoRANet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.l1 = LoRALinear(4, 8)
+        self.l2 = LoRALinear(8, 3)
+
+    def forward(self, x):
+        return self.l2(torch.tanh(self.l1(x)))
+
+
+class ZeroInitResidual(nn.Module):
+    """ResNet's zero_init_residual: the last BatchNorm of the branch starts with weight 0."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc1 = nn.Linear(4, 8)
+        self.fc2 = nn.Linear(8, 4, bias=False)
+        self.bn2 = nn.BatchNorm1d(4)
+        nn.init.zeros_(self.bn2.weight)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.head(x + self.bn2(self.fc2(F.relu(self.fc1(x)))))
+
+
+def zero_head():
+    """torchvision ViT style: head weight and bias zero, so everything upstream gets 0 at step 1."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.GELU(), nn.Linear(8, 8), nn.GELU(), nn.Linear(8, 3))
+    nn.init.zeros_(model[4].weight)
+    nn.init.zeros_(model[4].bias)
+    return model
+
+
+class DeadFactor(nn.Module):
+    """``dead`` is multiplied by a constant zero buffer: no number of steps trains it."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = nn.Linear(4, 3)
+        self.dead = nn.Parameter(torch.randn(3))
+        self.register_buffer("gate", torch.zeros(()))
+
+    def forward(self, x):
+        return self.fc(x) + self.gate * self.dead
+
+
+class TestZeroInitialisedPartners(unittest.TestCase):
+    def test_hand_written_lora(self):
+        for mode in MODES:
+            with self.subTest(mode=mode):
+                model = LoRANet()
+                with no_side_effects(self, model, watch=[X]):
+                    report = check_parameters_updated(model, X, mode=mode, expect_frozen=["l1.base", "l2.base"])
+                self.assertTrue(report.passed, describe_update(report))
+                rec = {r.name: r for r in report.records}
+                self.assertEqual(rec["l1.lora_A"].updated_at_step, 2)
+                self.assertEqual(rec["l1.lora_A"].zero_partners, ("l1.lora_B",))
+                self.assertIsNone(rec["l1.lora_B"].updated_at_step)
+                self.assertTrue(any("downstream of zero-initialised l1.lora_B" in n for n in report.notes))
+
+    def test_zero_init_residual_branch(self):
+        for mode in MODES:
+            with self.subTest(mode=mode):
+                report = check_parameters_updated(ZeroInitResidual(), X, mode=mode)
+                self.assertTrue(report.passed, describe_update(report))
+                rec = {r.name: r for r in report.records}
+                self.assertEqual(rec["fc1.weight"].updated_at_step, 2)
+                self.assertIn("bn2.weight", rec["fc2.weight"].zero_partners)
+
+    def test_zero_init_head(self):
+        for mode in MODES:
+            with self.subTest(mode=mode):
+                report = check_parameters_updated(zero_head(), X, mode=mode)
+                self.assertTrue(report.passed, describe_update(report))
+                rec = {r.name: r for r in report.records}
+                self.assertEqual(rec["0.weight"].updated_at_step, 2)
+                self.assertIsNone(rec["4.weight"].updated_at_step)
+
+    def test_dead_parameter_still_fails(self):
+        for mode in MODES:
+            with self.subTest(mode=mode):
+                model = DeadFactor()
+                with no_side_effects(self, model, watch=[X]):
+                    report = check_parameters_updated(model, X, mode=mode)
+                self.assertFalse(report.passed)
+                self.assertEqual(report.status_of("dead"), ZERO_GRAD)
+                text = describe_update(report)
+                self.assertIn("still zero after 3 private steps", text)
+                self.assertIn("allow_not_updated=['dead']", text)
+
+    def test_ordinary_model_takes_no_second_look(self):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
+        calls = []
+        model.register_forward_pre_hook(lambda m, a: calls.append(1))
+        self.assertTrue(check_parameters_updated(model, X).passed)
+        self.assertEqual(len(calls), 1)  # one forward: the passing path pays nothing more
+
+    def test_peft_lora_model(self):
+        _importable_transformers()
+        try:
+            from peft import LoraConfig, get_peft_model
+            from transformers import BertConfig, BertModel
+        except ImportError as exc:  # pragma: no cover - test extra
+            self.skipTest(f"peft/transformers not installed: {exc}")
+        torch.manual_seed(0)
+        cfg = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=32, max_position_embeddings=16)
+        model = get_peft_model(BertModel(cfg), LoraConfig(r=2, target_modules=["query", "value"]))
+        ids = torch.randint(0, 50, (2, 5), generator=torch.Generator().manual_seed(0))
+        frozen = [p for p in model.parameters() if not p.requires_grad]
+        with no_side_effects(self, model, watch=[{"input_ids": ids}]):
+            report = check_parameters_updated(model, {"input_ids": ids}, loss_fn=lambda o: o.last_hidden_state.pow(2).mean(),
+                                              expect_frozen=frozen, allow_not_updated=["*pooler*"])
+        self.assertTrue(report.passed, describe_update(report))
+        a = [r for r in report.records if "lora_A" in r.name]
+        self.assertTrue(a and all(r.updated_at_step == 2 for r in a))
+        self.assertTrue(all(any("lora_B" in p for p in r.zero_partners) for r in a))
+
+
+class Checkpointed(nn.Module):
+    def __init__(self, reentrant="unset"):
+        super().__init__()
+        torch.manual_seed(0)
+        self.pre = nn.Linear(4, 4)
+        self.block = nn.Sequential(nn.Linear(4, 4), nn.Tanh())
+        self.head = nn.Linear(4, 2)
+        self.reentrant = reentrant
+
+    def forward(self, x):
+        kw = {} if self.reentrant == "unset" else {"use_reentrant": self.reentrant}
+        return self.head(checkpoint(self.block, self.pre(x), **kw))
+
+
+class TestReentrantCheckpointing(unittest.TestCase):
+    def test_both_kinds_and_the_default(self):
+        for reentrant in (True, False, "unset"):
+            for mode in MODES:
+                with self.subTest(reentrant=reentrant, mode=mode), warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    model = Checkpointed(reentrant)
+                    grads = {}
+                    for p in model.parameters():  # user's grads must come back, the same objects
+                        p.grad = torch.ones_like(p)
+                        grads[id(p)] = p.grad
+                    with no_side_effects(self, model, watch=[X]):
+                        report = check_parameters_updated(model, X, mode=mode)
+                    self.assertTrue(report.passed, describe_update(report))
+                    for p in model.parameters():
+                        self.assertIs(p.grad, grads[id(p)])
+                        self.assertTrue(bool((p.grad == 1).all()))
+                    if reentrant is not False and mode == "gradient":
+                        self.assertTrue(any("backward()" in n for n in report.notes))
+
+    def test_reentrant_with_no_input_requiring_grad_is_still_unreachable(self):
+        class Head(nn.Module):  # the checkpoint gets the raw input: training also leaves it untouched
+            def __init__(self):
+                super().__init__()
+                self.block = nn.Sequential(nn.Linear(4, 4), nn.Tanh())
+                self.head = nn.Linear(4, 2)
+
+            def forward(self, x):
+                return self.head(checkpoint(self.block, x, use_reentrant=True))
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            report = check_parameters_updated(Head(), X)
+        self.assertEqual(report.status_of("block.0.weight"), NO_GRAD)
+        self.assertTrue(any("use_reentrant=False" in n for n in report.notes))
+
+    def test_hf_gradient_checkpointing_enable(self):
+        _importable_transformers()
+        try:
+            from transformers import BertConfig, BertModel, LlamaConfig, LlamaModel
+        except ImportError as exc:  # pragma: no cover
+            self.skipTest(f"transformers not installed: {exc}")
+        torch.manual_seed(0)
+        ids = torch.randint(0, 50, (2, 5), generator=torch.Generator().manual_seed(0))
+        models = {
+            "bert": BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                         intermediate_size=32, max_position_embeddings=16), add_pooling_layer=False),
+            "llama": LlamaModel(LlamaConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                            num_key_value_heads=2, intermediate_size=32, max_position_embeddings=16)),
+        }
+        for name, model in models.items():
+            for kwargs in ({"use_reentrant": True}, {"use_reentrant": False}):
+                with self.subTest(model=name, **kwargs), warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+                    report = check_parameters_updated(model, {"input_ids": ids},
+                                                      loss_fn=lambda o: o.last_hidden_state.pow(2).mean())
+                    self.assertTrue(report.passed, describe_update(report))
+                    self.assertEqual(any("backward()" in n for n in report.notes), kwargs["use_reentrant"])
+
+
+class KeyBiasAttention(nn.Module):
+    """Self-attention whose key projection has a bias: softmax is shift-invariant along the keys,
+    so the key bias's true gradient is exactly zero."""
+
+    def __init__(self, d=8):
+        super().__init__()
+        torch.manual_seed(0)
+        self.q, self.k, self.v = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, d)
+        self.out = nn.Linear(d, 3)
+
+    def forward(self, x):
+        att = (self.q(x) @ self.k(x).transpose(-1, -2) / 8 ** 0.5).softmax(-1)
+        return self.out((att @ self.v(x)).mean(1))
+
+
+class TokenMixing(nn.Module):
+    """An MLP-Mixer token-mixing layer followed by the next block's LayerNorm over channels: the
+    bias it adds to each token (the same for every channel) is removed by that normalisation."""
+
+    def __init__(self, tokens=5, d=4):
+        super().__init__()
+        torch.manual_seed(0)
+        self.mix = nn.Linear(tokens, tokens)
+        self.head = nn.Linear(d, 3)
+
+    def forward(self, x):  # x: (B, tokens, d)
+        y = self.mix(x.transpose(1, 2)).transpose(1, 2)  # (B, tokens, d)
+        y = F.layer_norm(y, y.shape[-1:])
+        return self.head(y[:, 0] + y[:, 1] ** 2)
+
+
+class TestRoundingNoise(unittest.TestCase):
+    def test_noise_cases_fail(self):
+        g = torch.Generator().manual_seed(3)
+        seq = torch.randn(4, 6, 8, generator=g)
+        cases = [
+            ("key bias before softmax", KeyBiasAttention(), seq, ["k.bias"]),
+            ("q/k weights at sequence length 1", KeyBiasAttention(), seq[:, :1], ["q.weight", "q.bias", "k.weight", "k.bias"]),
+            ("bias before BatchNorm", nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Linear(8, 2)), X, ["0.bias"]),
+            ("token-mixing bias", TokenMixing(), torch.randn(4, 5, 4, generator=g), ["mix.bias"]),
+        ]
+        for label, model, x, noisy in cases:
+            with self.subTest(label):
+                with no_side_effects(self, model, watch=[x]):
+                    report = check_parameters_updated(model, x)
+                self.assertFalse(report.passed)
+                self.assertEqual(sorted(r.name for r in report.failures), sorted(noisy))
+                statuses = {report.status_of(name) for name in noisy}
+                # softmax over one key is exactly 1: there float32 may give an exact zero too
+                self.assertLessEqual(statuses, {ROUNDING_NOISE, ZERO_GRAD})
+                if ROUNDING_NOISE in statuses:
+                    self.assertIn("gradient is rounding noise: zero in float64; a bias before a normalisation?",
+                                  describe_update(report))
+
+    def test_genuine_tiny_gradients_pass(self):
+        class Tiny(nn.Module):  # a branch scaled far down: gradients ~1e-10, genuine in float64
+            def __init__(self):
+                super().__init__()
+                torch.manual_seed(0)
+                self.main = nn.Linear(4, 3)
+                self.deep = nn.Sequential(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 3))
+
+            def forward(self, x):
+                return self.main(x) + 1e-10 * self.deep(x)
+
+        report = check_parameters_updated(Tiny(), X)
+        self.assertTrue(report.passed, describe_update(report))
+        rec = {r.name: r for r in report.records}
+        self.assertLess(rec["deep.0.weight"].max_grad, 1e-9)
+        self.assertIsNotNone(rec["deep.0.weight"].max_grad_float64)
+
+
+class TestParametersMadeInForward(unittest.TestCase):
+    def test_parameter_created_on_every_call_fails(self):
+        class Creates(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = nn.Linear(4, 3)
+
+            def forward(self, x):
+                self.scale = nn.Parameter(torch.ones(3))  # a new one each call
+                return self.fc(x) * self.scale
+
+        model = Creates()
+        report = check_parameters_updated(model, X)
+        self.assertFalse(report.passed)
+        self.assertIn("creates new Parameter object(s) on every call (scale)", describe_update(report))
+        self.assertFalse(hasattr(model, "scale"))
+
+    def test_parameter_created_once_is_only_a_note(self):
+        class Once(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = nn.Linear(4, 3)
+
+            def forward(self, x):
+                if not hasattr(self, "scale"):
+                    self.scale = nn.Parameter(torch.ones(3))
+                return self.fc(x) * self.scale
+
+        report = check_parameters_updated(Once(), X)
+        self.assertTrue(report.passed, describe_update(report))
+        self.assertTrue(any("replaced or created" in n for n in report.notes))
+
+
+class Backbone(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 8)
+        self.bn = nn.BatchNorm1d(8)
+
+    def forward(self, x):
+        return F.relu(self.bn(self.fc(x)))
+
+
+class FineTune(nn.Module):
+    def __init__(self, keep_eval=False):
+        super().__init__()
+        torch.manual_seed(0)
+        self.backbone = Backbone().requires_grad_(False)
+        self.head = nn.Linear(8, 3)
+        self.keep_eval = keep_eval
+
+    def train(self, mode=True):
+        super().train(mode)
+        if self.keep_eval:
+            self.backbone.eval()
+        return self
+
+    def forward(self, x):
+        return self.head(self.backbone(x))
+
+
+class TestFrozenMeansFrozen(unittest.TestCase):
+    def test_frozen_backbone_in_train_mode_fails(self):
+        for mode in MODES:
+            with self.subTest(mode=mode):
+                model = FineTune()
+                with no_side_effects(self, model, watch=[X]):
+                    report = check_parameters_updated(model, X, mode=mode, expect_frozen=["backbone"])
+                self.assertFalse(report.passed)
+                text = describe_update(report)
+                self.assertIn("backbone.bn (BatchNorm1d): running_mean, running_var, num_batches_tracked", text)
+                self.assertIn("model.backbone.eval()", text)
+
+    def test_frozen_backbone_kept_in_eval_passes(self):
+        report = check_parameters_updated(FineTune(keep_eval=True), X, expect_frozen=["backbone"])
+        self.assertTrue(report.passed, describe_update(report))
+
+    def test_embedding_rewritten_by_max_norm_fails(self):
+        class Emb(nn.Module):
+            def __init__(self):
+                super().__init__()
+                torch.manual_seed(0)
+                self.emb = nn.Embedding(10, 4, max_norm=0.5).requires_grad_(False)
+                self.head = nn.Linear(4, 3)
+
+            def forward(self, ids):
+                return self.head(self.emb(ids).mean(1))
+
+        ids = torch.randint(0, 10, (6, 3), generator=torch.Generator().manual_seed(0))
+        report = check_parameters_updated(Emb(), ids, expect_frozen=["emb"])
+        self.assertFalse(report.passed)
+        self.assertIn("written in place during forward (emb.weight)", describe_update(report))
+
+
+if __name__ == "__main__":
+    unittest.main()
