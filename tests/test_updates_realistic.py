@@ -418,5 +418,94 @@ class TestFrozenMeansFrozen(unittest.TestCase):
         self.assertIn("written in place during forward (emb.weight)", describe_update(report))
 
 
+class GAN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.generator = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 4))
+        self.discriminator = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
+
+    def forward(self, z):
+        return self.discriminator(self.generator(z))
+
+
+class TestSeveralOptimizers(unittest.TestCase):
+    def test_gan_with_two_optimizers_passes(self):
+        model = GAN()
+        opts = {"G": torch.optim.Adam(model.generator.parameters(), lr=1e-3),
+                "D": torch.optim.SGD(model.discriminator.parameters(), lr=0.1)}
+        for optimizer in (opts, list(opts.values())):
+            with self.subTest(kind=type(optimizer).__name__):
+                with no_side_effects(self, model, watch=[X]):
+                    report = check_parameters_updated(model, X, mode="snapshot", optimizer=optimizer)
+                self.assertTrue(report.passed, describe_update(report))
+        self.assertEqual(check_parameters_updated(model, X, mode="snapshot", optimizer=opts).optimizer,
+                         "G: Adam, D: SGD")
+
+    def test_parameter_in_no_optimizer_fails(self):
+        model = GAN()
+        opts = {"G": torch.optim.Adam(model.generator.parameters(), lr=1e-3),
+                "D": torch.optim.SGD(model.discriminator[0].parameters(), lr=0.1)}
+        report = check_parameters_updated(model, X, mode="snapshot", optimizer=opts)
+        self.assertFalse(report.passed)
+        self.assertEqual(report.status_of("discriminator.2.weight"), NOT_IN_OPTIMIZER)
+
+    def test_parameter_in_two_optimizers_fails(self):
+        model = GAN()
+        opts = {"G": torch.optim.Adam(model.parameters(), lr=1e-3),
+                "D": torch.optim.SGD(model.discriminator.parameters(), lr=0.1)}
+        report = check_parameters_updated(model, X, mode="snapshot", optimizer=opts)
+        self.assertFalse(report.passed)
+        self.assertIn("held by more than one optimizer", describe_update(report))
+        self.assertIn("discriminator.0.weight ('G', 'D')", describe_update(report))
+
+    def test_step_moving_another_optimizers_parameter_fails(self):
+        class Meddling(torch.optim.SGD):  # also decays every parameter of the model it was given
+            def __init__(self, params, everything, lr):
+                super().__init__(params, lr=lr)
+                self.everything = list(everything)
+
+            def __getstate__(self):  # Optimizer's own drops attributes it does not know
+                return dict(super().__getstate__(), everything=self.everything)
+
+            def step(self, closure=None):
+                super().step(closure)
+                with torch.no_grad():
+                    for p in self.everything:
+                        p.mul_(0.99)
+
+        model = GAN()
+        opts = [torch.optim.SGD(model.generator.parameters(), lr=0.1),
+                Meddling(model.discriminator.parameters(), model.parameters(), lr=0.1)]
+        report = check_parameters_updated(model, X, mode="snapshot", optimizer=opts)
+        self.assertFalse(report.passed)
+        self.assertIn("optimizer 'optimizer[1]' moved parameter(s) it does not hold: generator.0.weight",
+                      describe_update(report))
+
+    def test_bad_entries_are_type_errors(self):
+        with self.assertRaises(TypeError):
+            check_parameters_updated(GAN(), X, mode="snapshot", optimizer=[object()])
+        with self.assertRaises(ValueError):
+            check_parameters_updated(GAN(), X, mode="snapshot", optimizer={})
+
+
+class TestIdleExperts(unittest.TestCase):
+    def test_unrouted_expert_gets_the_routing_hint(self):
+        class MoE(nn.Module):
+            def __init__(self):
+                super().__init__()
+                torch.manual_seed(0)
+                self.experts = nn.ModuleList(nn.Linear(4, 3) for _ in range(3))
+
+            def forward(self, x):  # top-1 routing that here never picks expert 2
+                route = (x[:, 0] > 0).long()
+                return torch.stack([self.experts[int(r)](xi) for r, xi in zip(route, x)])
+
+        report = check_parameters_updated(MoE(), X)
+        self.assertFalse(report.passed)
+        self.assertEqual(report.status_of("experts.2.weight"), NO_GRAD)
+        self.assertIn("experts no token was routed to?", describe_update(report))
+
+
 if __name__ == "__main__":
     unittest.main()

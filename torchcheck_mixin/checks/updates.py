@@ -78,8 +78,10 @@ def _validate(model, inputs, mode, loss_fn, optimizer, seed, trials, atol, train
         raise ValueError(f"mode must be one of {', '.join(repr(m) for m in MODES)}; got {mode!r}")
     calling.check_callable(loss_fn, "loss_fn")
     if optimizer is not None:
-        if not isinstance(optimizer, torch.optim.Optimizer):
-            raise TypeError(f"optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}")
+        for _, opt in _labelled_optimizers(optimizer):
+            if not isinstance(opt, torch.optim.Optimizer):
+                raise TypeError(f"optimizer must be a torch.optim.Optimizer or None, got {type(opt).__name__} "
+                                f"(a list or dict of optimizers is accepted too)")
         if mode == "gradient":
             raise ValueError(
                 "optimizer is only used by mode='snapshot' or mode='both'; mode='gradient' never "
@@ -180,8 +182,25 @@ def _gradient_trial(module, trainable, inputs, target, loss_fn, gen, device, gua
     return _Trial(loss, grads, replaced=replaced, caught=caught)
 
 
+def _labelled_optimizers(optimizer) -> List[Tuple[str, Any]]:
+    """``[(label, optimizer)]`` for one optimizer, a list/tuple or a dict of them (GANs, heads)."""
+    if isinstance(optimizer, dict):
+        if not optimizer:
+            raise ValueError("optimizer: an empty dict holds no optimizer")
+        return [(str(k), v) for k, v in optimizer.items()]
+    if isinstance(optimizer, (list, tuple)):
+        if not optimizer:
+            raise ValueError("optimizer: an empty list holds no optimizer")
+        return [(f"optimizer[{i}]", v) for i, v in enumerate(optimizer)]
+    return [(type(optimizer).__name__, optimizer)]
+
+
 def _snapshot_trial(module, trainable, optimizer, inputs, target, loss_fn, gen, device, train) -> _Trial:
-    """A real step of the user's optimizer, on copies of the model and the optimizer together."""
+    """A real step of the user's optimizer(s), on copies of the model and the optimizers together."""
+    labelled = _labelled_optimizers(optimizer)
+    if len(labelled) > 1:
+        return _snapshot_trial_several(module, trainable, labelled, inputs, target, loss_fn, gen, device, train)
+    optimizer = labelled[0][1]
     (twin, twin_opt), memo = calling.deep_copy((module, optimizer))
     twin.train(train)
     twin_trainable = [memo.get(id(p)) for p in trainable]
@@ -243,10 +262,13 @@ def _notes(records, trials_out: List[_Trial], optimizer, lazy) -> Tuple[str, ...
             "lost; check in float32 or with a larger loss scale"
         )
     if optimizer is not None:
-        for i, group in enumerate(optimizer.param_groups):
-            lr = group.get("lr")
-            if isinstance(lr, (int, float)) and lr == 0:
-                notes.append(f"optimizer param_groups[{i}] has lr=0: no parameter in it can move")
+        labelled = _labelled_optimizers(optimizer)
+        for label, opt in labelled:
+            for i, group in enumerate(opt.param_groups):
+                lr = group.get("lr")
+                if isinstance(lr, (int, float)) and lr == 0:
+                    where = "optimizer" if len(labelled) == 1 else f"optimizer {label!r}"
+                    notes.append(f"{where} param_groups[{i}] has lr=0: no parameter in it can move")
     return tuple(notes)
 
 
@@ -274,7 +296,9 @@ def check_parameters_updated(
         target: optional target (or callable); picks the default loss (see ``losses``).
         mode: ``"gradient"``, ``"snapshot"`` or ``"both"`` (see the module docstring).
         loss_fn: ``loss_fn(output, target)`` (``loss_fn(output)`` without target) -> 0-d tensor.
-        optimizer: snapshot/both only: check this optimizer's real step (on copies).
+        optimizer: snapshot/both only: check this optimizer's real step (on copies); a list or dict
+            of optimizers (GAN: generator and discriminator) steps each in turn: every trainable
+            parameter must be held by exactly one, and each step must move only its own.
         allow_not_updated: names, globs, submodule names or modules that may stay unused for
             these inputs. An entry that matches nothing raises ``ValueError``.
         expect_frozen: the same kinds of entries for parameters that must be frozen
@@ -318,9 +342,16 @@ def check_parameters_updated(
     trainable_entries = [e for e in table if e.param.requires_grad]
     trainable = [e.param for e in trainable_entries]
     in_optimizer = None
+    optimizer_errors: List[str] = []
     if optimizer is not None:
-        held = {id(p) for group in optimizer.param_groups for p in group["params"]}
-        in_optimizer = [id(p) in held for p in trainable]
+        owners = _owners(optimizer)
+        in_optimizer = [id(p) in owners for p in trainable]
+        twice = [(e.name, owners[id(e.param)]) for e in trainable_entries if len(owners.get(id(e.param), ())) > 1]
+        if twice:
+            optimizer_errors.append(
+                f"{len(twice)} parameter(s) held by more than one optimizer, each would step them: "
+                + "; ".join(f"{n} ({', '.join(repr(o) for o in opts)})" for n, opts in twice[:5])
+                + ("; ..." if len(twice) > 5 else ""))
 
     # The values a step is measured against: each rank's own shard for FSDP (whose gradients are
     # read as local shards too), the parameters themselves otherwise.
@@ -380,7 +411,8 @@ def check_parameters_updated(
         extra_notes += ("reentrant activation checkpointing (use_reentrant=True) refuses torch.autograd.grad: "
                         "gradients were read through backward(), the user's .grad saved and restored",)
     errors = list(_ddp_errors(model, trainable_entries, records, missing_h))
-    errors += recreated + frozen_errors
+    errors += recreated + frozen_errors + optimizer_errors
+    errors += sorted({e for t in trials_out for e in getattr(t, "foreign", ())})
     if not table:
         errors.append(f"the model ({type(module).__name__}) has no parameters: nothing can update (layers kept in "
                       f"a plain list or dict are not registered)")
@@ -400,7 +432,8 @@ def check_parameters_updated(
         notes=_notes(records, trials_out, optimizer, lazy) + _ddp_notes(model, records) + extra_notes,
         loss=loss_value,
         optimizer=(
-            type(optimizer).__name__ if optimizer is not None
+            ", ".join(label if label == type(o).__name__ else f"{label}: {type(o).__name__}"
+                      for label, o in _labelled_optimizers(optimizer)) if optimizer is not None
             else (f"private SGD(lr={PRIVATE_SGD_LR:g})" if mode != "gradient" else "")
         ),
         errors=tuple(errors),
@@ -743,3 +776,47 @@ def _frozen_changed(modules, table, frozen_expected, guard, frozen_versions, tra
                       f"({shown}{more}): a frozen module left in train mode still updates its running "
                       f"statistics; keep it in eval mode after model.train(): {fix}")
     return errors
+
+
+# --------------------------------------------------------------------------- several optimizers
+
+
+def _owners(optimizer) -> dict:
+    """``{id(parameter): (labels of the optimizers holding it)}``."""
+    owners: dict = {}
+    for label, opt in _labelled_optimizers(optimizer):
+        for p in {id(p): p for group in opt.param_groups for p in group["params"]}.values():
+            owners.setdefault(id(p), ())
+            owners[id(p)] += (label,)
+    return owners
+
+
+def _snapshot_trial_several(module, trainable, labelled, inputs, target, loss_fn, gen, device, train) -> _Trial:
+    """One backward, then each copied optimizer's step in turn; a step that moves a parameter
+    another optimizer holds (version counters, so no copy of values) is recorded as an error."""
+    copied, memo = calling.deep_copy((module,) + tuple(opt for _, opt in labelled))
+    twin, twin_opts = copied[0], copied[1:]
+    twin.train(train)
+    twin_trainable = [memo.get(id(p)) for p in trainable]
+    names = {id(q): n for n, q in twin.named_parameters()}
+    foreign = []
+    with ModelGuard(twin) as twin_guard:
+        loss, replaced, caught = _forward_loss(twin, inputs, target, loss_fn, gen, device, twin_guard)
+        if loss.requires_grad:
+            loss.backward()
+        grads = [p.grad for p in twin_trainable]
+        for (label, _), opt in zip(labelled, twin_opts):
+            own = {id(p) for group in opt.param_groups for p in group["params"]}
+            before = [p._version for p in twin_trainable]
+            with torch.no_grad():
+                calling.private_step(opt)
+            moved = [names.get(id(p), "?") for p, v in zip(twin_trainable, before)
+                     if p._version != v and id(p) not in own]
+            if moved:
+                foreign.append(f"optimizer {label!r} moved parameter(s) it does not hold: {', '.join(moved[:5])}"
+                               f"{', ...' if len(moved) > 5 else ''}")
+        new_values = [p.detach() for p in twin_trainable]
+        grads = [g.detach() if g is not None else None for g in grads]
+    t = _Trial(loss, grads, new_values=new_values, replaced=replaced, caught=caught)
+    t.foreign = tuple(foreign)
+    return t
