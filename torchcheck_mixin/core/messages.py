@@ -338,7 +338,7 @@ def _update_hints(report: ParameterUpdateReport, not_updated: Sequence[Parameter
         lines.append(f"{plural(len(dead), 'tensor')} stayed exactly zero after {dead[0].retested_steps} further private "
                      f"steps: a constant zero factor, a mask or a saturated path cuts them off for good")
     if any(r.status == ROUNDING_NOISE for r in not_updated):
-        lines.append("rounding noise: the float32 gradient is ~1e-7 of the largest or less and the same pass in "
+        lines.append("rounding noise: the float32 gradient is at most 1e-5 of the largest and the same pass in "
                      "float64 gives zero: the loss does not depend on it (a bias before BatchNorm/LayerNorm, a key "
                      "bias before softmax); remove it (bias=False) or allow it")
     idle = [r for r in not_updated if r.status == NO_GRAD]
