@@ -176,6 +176,27 @@ class TestZeroInitialisedPartners(unittest.TestCase):
         self.assertTrue(a and all(r.updated_at_step == 2 for r in a))
         self.assertTrue(all(any("lora_B" in p for p in r.zero_partners) for r in a))
 
+    def test_torchvision_vit_head_and_timm_zero_init_last(self):
+        _importable_transformers()  # the same torchvision schemas
+        try:
+            import timm
+            from torchvision.models import VisionTransformer
+        except Exception as exc:  # pragma: no cover - test extra
+            self.skipTest(f"torchvision/timm not importable: {exc}")
+        torch.manual_seed(0)
+        x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+        models = {
+            "vit": VisionTransformer(image_size=32, patch_size=16, num_layers=2, num_heads=2, hidden_dim=16,
+                                     mlp_dim=32, num_classes=5),  # head weight and bias are zero
+            "timm resnet18": timm.create_model("resnet18", pretrained=False, num_classes=5),  # zero_init_last
+        }
+        for name, model in models.items():
+            for mode in MODES:
+                with self.subTest(model=name, mode=mode):
+                    report = check_parameters_updated(model, x, mode=mode)
+                    self.assertTrue(report.passed, describe_update(report))
+                    self.assertGreater(sum(1 for r in report.records if r.updated_at_step == 2), 10)
+
 
 class Checkpointed(nn.Module):
     def __init__(self, reentrant="unset"):
