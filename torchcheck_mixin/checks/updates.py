@@ -134,6 +134,20 @@ def _reentrant_checkpoint_error(exc: BaseException) -> bool:
     return "checkpoint" in text and (".grad()" in text or "inputs" in text)
 
 
+def _has_reentrant_checkpoint(loss: torch.Tensor) -> bool:
+    """Whether the graph of ``loss`` holds a reentrant checkpoint (``CheckpointFunctionBackward``)."""
+    seen, stack = set(), [loss.grad_fn]
+    while stack:
+        fn = stack.pop()
+        if fn is None or id(fn) in seen:
+            continue
+        seen.add(id(fn))
+        if type(fn).__name__ == "CheckpointFunctionBackward":
+            return True
+        stack.extend(f for f, _ in fn.next_functions)
+    return False
+
+
 def _backward_grads(loss: torch.Tensor, leaves: Sequence[torch.Tensor]) -> List[Optional[torch.Tensor]]:
     """Gradients of ``loss`` w.r.t. ``leaves`` through ``loss.backward()``.
 
@@ -166,17 +180,22 @@ def _gradient_trial(module, trainable, inputs, target, loss_fn, gen, device, gua
         for p in trainable:
             p.grad = None
     elif loss.requires_grad and trainable:
+        # Reentrant checkpointing runs its forward without a graph: the parameters inside are not
+        # in the graph, so autograd.grad refuses (when it must pass through the checkpoint) or
+        # returns None for them. Only when some gradient is None is the graph searched for such a
+        # checkpoint (the passing path pays nothing); then the same forward runs again (same
+        # seed: the first graph is consumed) and backward() gives the gradients (_backward_grads).
         try:
             grads = list(torch.autograd.grad(loss, trainable, allow_unused=True))
+            if not (any(g is None for g in grads) and _has_reentrant_checkpoint(loss)):
+                return _Trial(loss, grads, replaced=replaced, caught=caught)
         except RuntimeError as exc:
             if not _reentrant_checkpoint_error(exc):
                 raise
-            # Reentrant checkpointing refuses autograd.grad; the graph is partly consumed, so the
-            # same forward runs again (same seed) and backward() fills .grad (see _backward_grads).
-            rerun()
-            loss, replaced, caught = _forward_loss(module, inputs, target, loss_fn, gen_factory(), device, None)
-            grads = _backward_grads(loss, trainable)
-            return _Trial(loss, grads, replaced=replaced, caught=caught, backward_used=True)
+        rerun()
+        loss, replaced, caught = _forward_loss(module, inputs, target, loss_fn, gen_factory(), device, None)
+        grads = _backward_grads(loss, trainable)
+        return _Trial(loss, grads, replaced=replaced, caught=caught, backward_used=True)
     else:  # the forward built no graph (no_grad / detach inside forward): nothing is reachable
         grads = [None] * len(trainable)
     return _Trial(loss, grads, replaced=replaced, caught=caught)
@@ -408,8 +427,9 @@ def check_parameters_updated(
         records, extra_notes = _second_looks(module, table, modules, records, inputs, target, loss_fn, seed,
                                              device, train, atol, mode)
     if any(t.backward_used for t in trials_out):
-        extra_notes += ("reentrant activation checkpointing (use_reentrant=True) refuses torch.autograd.grad: "
-                        "gradients were read through backward(), the user's .grad saved and restored",)
+        extra_notes += ("reentrant activation checkpointing (use_reentrant=True) hides the parameters inside a "
+                        "checkpoint from torch.autograd.grad: gradients were read through backward(), the user's "
+                        ".grad saved and restored",)
     errors = list(_ddp_errors(model, trainable_entries, records, missing_h))
     errors += recreated + frozen_errors + optimizer_errors
     errors += sorted({e for t in trials_out for e in getattr(t, "foreign", ())})
@@ -535,12 +555,17 @@ NOISE_FLOAT64 = 1e-12
 _FLOAT_LOW = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def _functional_call(module: nn.Module, mapping, x):
-    if isinstance(x, torch.Tensor):
-        return torch.func.functional_call(module, mapping, (x,))
-    if isinstance(x, dict):
-        return torch.func.functional_call(module, mapping, (), dict(x))
-    return torch.func.functional_call(module, mapping, tuple(x))
+class _Inside(nn.Module):
+    """Runs a function of the model while ``torch.func.functional_call`` has the stand-in
+    tensors swapped in: forward, loss and gradients all happen inside, so an activation
+    checkpoint that recomputes its forward during backward sees the stand-ins too."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, fn):
+        return fn(self.model)
 
 
 def _functional_grads(module, names, leaves, extra, inputs, target, loss_fn, seed, device, guard, cast=None):
@@ -549,30 +574,36 @@ def _functional_grads(module, names, leaves, extra, inputs, target, loss_fn, see
     The module runs with ``leaves`` (and ``extra``: other parameters and buffers) swapped in by
     ``torch.func.functional_call``; the user's tensors, their version counters and ``.grad`` are
     never touched. Same seed as the first trial: same inputs, dropout and default-loss weights.
+    Returns ``(grads, backward_used)``.
     """
-    def run():
+    mapping = {"model." + n: t for n, t in zip(names, leaves)}
+    mapping.update({"model." + n: t for n, t in extra.items()})
+
+    def loss_of(model):
         guard.reseed(seed)
         gen = calling.make_generator(seed, device)
         x = calling.to_device(calling.resolve(inputs, gen, "inputs"), device)
         y = calling.to_device(calling.resolve(target, gen, "target"), device) if target is not None else None
         if cast is not None:
             x, y = (trees.map_tensors(lambda t: t.to(cast) if t.is_floating_point() else t, v) for v in (x, y))
-        mapping = dict(zip(names, leaves))
-        mapping.update(extra)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            out = _functional_call(module, mapping, x)
-            return compute_loss(out, y, loss_fn, gen)
+        return compute_loss(calling.call(model, x), y, loss_fn, gen)
 
-    loss = run()
-    if not loss.requires_grad:
-        return [None] * len(leaves), False
-    try:
-        return list(torch.autograd.grad(loss, leaves, allow_unused=True)), False
-    except RuntimeError as exc:
-        if not _reentrant_checkpoint_error(exc):
-            raise
-    return _backward_grads(run(), leaves), True
+    def grads_of(model):
+        loss = loss_of(model)
+        if not loss.requires_grad:
+            return [None] * len(leaves), False
+        try:
+            grads = list(torch.autograd.grad(loss, leaves, allow_unused=True))
+            if not (any(g is None for g in grads) and _has_reentrant_checkpoint(loss)):
+                return grads, False
+        except RuntimeError as exc:
+            if not _reentrant_checkpoint_error(exc):
+                raise
+        return _backward_grads(loss_of(model), leaves), True  # the first graph is consumed
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.func.functional_call(_Inside(module), mapping, (grads_of,))
 
 
 def _common_depth(a: str, b: str) -> int:
