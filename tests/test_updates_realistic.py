@@ -386,11 +386,14 @@ class TestParametersMadeInForward(unittest.TestCase):
                 self.scale = nn.Parameter(torch.ones(3))  # a new one each call
                 return self.fc(x) * self.scale
 
-        model = Creates()
-        report = check_parameters_updated(model, X)
-        self.assertFalse(report.passed)
-        self.assertIn("creates new Parameter object(s) on every call (scale)", describe_update(report))
-        self.assertFalse(hasattr(model, "scale"))
+        for mode, opt in (("gradient", False), ("snapshot", False), ("snapshot", True)):
+            with self.subTest(mode=mode, optimizer=opt):
+                model = Creates()
+                optimizer = torch.optim.SGD(model.parameters(), lr=0.1) if opt else None
+                report = check_parameters_updated(model, X, mode=mode, optimizer=optimizer)
+                self.assertFalse(report.passed)
+                self.assertIn("creates new Parameter object(s) on every call (scale)", describe_update(report))
+                self.assertFalse(hasattr(model, "scale"))
 
     def test_parameter_created_once_is_only_a_note(self):
         class Once(nn.Module):
@@ -403,9 +406,14 @@ class TestParametersMadeInForward(unittest.TestCase):
                     self.scale = nn.Parameter(torch.ones(3))
                 return self.fc(x) * self.scale
 
-        report = check_parameters_updated(Once(), X)
-        self.assertTrue(report.passed, describe_update(report))
-        self.assertTrue(any("replaced or created" in n for n in report.notes))
+        for mode, opt in (("gradient", False), ("snapshot", False), ("snapshot", True)):
+            with self.subTest(mode=mode, optimizer=opt):
+                model = Once()
+                optimizer = torch.optim.SGD(model.parameters(), lr=0.1) if opt else None
+                report = check_parameters_updated(model, X, mode=mode, optimizer=optimizer)
+                self.assertTrue(report.passed, describe_update(report))
+                self.assertTrue(any("replaced or created" in n for n in report.notes))
+                self.assertFalse(hasattr(model, "scale"))
 
 
 class Backbone(nn.Module):
@@ -448,9 +456,22 @@ class TestFrozenMeansFrozen(unittest.TestCase):
                 self.assertIn("backbone.bn (BatchNorm1d): running_mean, running_var, num_batches_tracked", text)
                 self.assertIn("model.backbone.eval()", text)
 
+    def test_frozen_backbone_with_the_users_optimizer(self):
+        for keep_eval in (False, True):
+            for several in (False, True):
+                with self.subTest(keep_eval=keep_eval, several=several):
+                    model = FineTune(keep_eval=keep_eval)
+                    opt = torch.optim.AdamW(model.head.parameters(), lr=1e-3)
+                    report = check_parameters_updated(model, X, mode="snapshot", expect_frozen=["backbone"],
+                                                      optimizer={"head": opt} if several else opt)
+                    self.assertEqual(report.passed, keep_eval, describe_update(report))
+                    if not keep_eval:
+                        self.assertIn("model.backbone.eval()", describe_update(report))
+
     def test_frozen_backbone_kept_in_eval_passes(self):
-        report = check_parameters_updated(FineTune(keep_eval=True), X, expect_frozen=["backbone"])
-        self.assertTrue(report.passed, describe_update(report))
+        for mode in MODES:
+            report = check_parameters_updated(FineTune(keep_eval=True), X, mode=mode, expect_frozen=["backbone"])
+            self.assertTrue(report.passed, describe_update(report))
 
     def test_embedding_rewritten_by_max_norm_fails(self):
         class Emb(nn.Module):

@@ -214,16 +214,19 @@ def _labelled_optimizers(optimizer) -> List[Tuple[str, Any]]:
     return [(type(optimizer).__name__, optimizer)]
 
 
-def _snapshot_trial(module, trainable, optimizer, inputs, target, loss_fn, gen, device, train) -> _Trial:
+def _snapshot_trial(module, trainable, optimizer, inputs, target, loss_fn, gen, device, train,
+                    frozen_expected=frozenset()) -> _Trial:
     """A real step of the user's optimizer(s), on copies of the model and the optimizers together."""
     labelled = _labelled_optimizers(optimizer)
     if len(labelled) > 1:
-        return _snapshot_trial_several(module, trainable, labelled, inputs, target, loss_fn, gen, device, train)
+        return _snapshot_trial_several(module, trainable, labelled, inputs, target, loss_fn, gen, device, train,
+                                       frozen_expected)
     optimizer = labelled[0][1]
     (twin, twin_opt), memo = calling.deep_copy((module, optimizer))
     twin.train(train)
     twin_trainable = [memo.get(id(p)) for p in trainable]
     with ModelGuard(twin) as twin_guard:  # the twin is thrown away; the guard reports replacements
+        frozen_state = _twin_frozen_begin(twin, frozen_expected)
         loss, replaced, caught = _forward_loss(twin, inputs, target, loss_fn, gen, device, twin_guard)
         if loss.requires_grad:
             loss.backward()
@@ -233,7 +236,26 @@ def _snapshot_trial(module, trainable, optimizer, inputs, target, loss_fn, gen, 
         # Values are read after the step and before the guard puts anything back.
         new_values = [p.detach() for p in twin_trainable]
         grads = [g.detach() if g is not None else None for g in grads]
-    return _Trial(loss, grads, new_values=new_values, replaced=replaced, caught=caught)
+        frozen_errors = _twin_frozen_end(frozen_state, twin_guard, frozen_expected, train)
+    t = _Trial(loss, grads, new_values=new_values, replaced=replaced, caught=caught)
+    t.foreign = frozen_errors
+    return t
+
+
+def _twin_frozen_begin(twin, frozen_expected):
+    """The copy's view of what expect_frozen declares, read before its forward and step."""
+    if not frozen_expected:
+        return None
+    modules = walk(twin)
+    table = parameter_table(twin, modules)
+    return modules, table, [(e, e.param._version) for e in table if e.name in frozen_expected]
+
+
+def _twin_frozen_end(state, twin_guard, frozen_expected, train) -> Tuple[str, ...]:
+    if state is None:
+        return ()
+    modules, table, versions = state
+    return tuple(_frozen_changed(modules, table, frozen_expected, twin_guard, versions, train))
 
 
 def _gradient_status(had_grad: bool, maxg: float, nonfinite: bool, atol: float) -> str:
@@ -394,7 +416,8 @@ def check_parameters_updated(
                     d = sgd_step_change(current, t.grads, PRIVATE_SGD_LR, device)
                     change = d if change is None else torch.maximum(change, d)
             else:
-                t = _snapshot_trial(module, trainable, optimizer, inputs, target, loss_fn, gen, device, train)
+                t = _snapshot_trial(module, trainable, optimizer, inputs, target, loss_fn, gen, device, train,
+                                    frozen_expected)
             g = max_abs(t.grads, device, missing=-1.0)  # -1: no gradient in this trial
             maxg = g if maxg is None else torch.maximum(maxg, g)
             if t.new_values is not None:
@@ -432,7 +455,9 @@ def check_parameters_updated(
                         ".grad saved and restored",)
     errors = list(_ddp_errors(model, trainable_entries, records, missing_h))
     errors += recreated + frozen_errors + optimizer_errors
-    errors += sorted({e for t in trials_out for e in getattr(t, "foreign", ())})
+    for e in (e for t in trials_out for e in getattr(t, "foreign", ())):  # from the copies' steps
+        if e not in errors:
+            errors.append(e)
     if not table:
         errors.append(f"the model ({type(module).__name__}) has no parameters: nothing can update (layers kept in "
                       f"a plain list or dict are not registered)")
@@ -739,19 +764,26 @@ def _recreated_every_call(module, guard, trials_out, inputs, target, loss_fn, se
     """Errors for Parameters that forward creates anew on every call (no optimizer can hold them).
 
     Only when the first forward replaced or created a Parameter: one more forward (no graph)
-    tells a Parameter made once (lazy style, kept afterwards) from one made on every call.
+    tells a Parameter made once (lazy style, kept afterwards) from one made on every call. The
+    forwards run on the guarded model, whose dicts the guard restores afterwards.
     """
     if not any(t.replaced for t in trials_out):
         return []
     names = {}
     for n, m in guard._walk:
         names.setdefault(id(m), n)
+
+    def forward():
+        guard.reseed(seed)
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            gen = calling.make_generator(seed, device)
+            calling.call(module, calling.to_device(calling.resolve(inputs, gen, "inputs"), device))
+
+    if not replaced_parameters(guard):  # the trials ran on a copy (snapshot with an optimizer)
+        forward()
     live = [(m, dict(m._parameters)) for m, _, _ in guard._dicts if hasattr(m, "_parameters")]
-    guard.reseed(seed)
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        gen = calling.make_generator(seed, device)
-        calling.call(module, calling.to_device(calling.resolve(inputs, gen, "inputs"), device))
+    forward()
     again = []
     for m, before in live:
         prefix = names.get(id(m), "")
@@ -822,7 +854,8 @@ def _owners(optimizer) -> dict:
     return owners
 
 
-def _snapshot_trial_several(module, trainable, labelled, inputs, target, loss_fn, gen, device, train) -> _Trial:
+def _snapshot_trial_several(module, trainable, labelled, inputs, target, loss_fn, gen, device, train,
+                            frozen_expected=frozenset()) -> _Trial:
     """One backward, then each copied optimizer's step in turn; a step that moves a parameter
     another optimizer holds (version counters, so no copy of values) is recorded as an error."""
     copied, memo = calling.deep_copy((module,) + tuple(opt for _, opt in labelled))
@@ -832,6 +865,7 @@ def _snapshot_trial_several(module, trainable, labelled, inputs, target, loss_fn
     names = {id(q): n for n, q in twin.named_parameters()}
     foreign = []
     with ModelGuard(twin) as twin_guard:
+        frozen_state = _twin_frozen_begin(twin, frozen_expected)
         loss, replaced, caught = _forward_loss(twin, inputs, target, loss_fn, gen, device, twin_guard)
         if loss.requires_grad:
             loss.backward()
@@ -848,6 +882,7 @@ def _snapshot_trial_several(module, trainable, labelled, inputs, target, loss_fn
                                f"{', ...' if len(moved) > 5 else ''}")
         new_values = [p.detach() for p in twin_trainable]
         grads = [g.detach() if g is not None else None for g in grads]
+        foreign += _twin_frozen_end(frozen_state, twin_guard, frozen_expected, train)
     t = _Trial(loss, grads, new_values=new_values, replaced=replaced, caught=caught)
     t.foreign = tuple(foreign)
     return t
