@@ -29,6 +29,16 @@ any of the k draws updates it (dead ReLUs and expert routing give seed-dependent
 Cost: one forward+backward per trial (plus, in snapshot mode, one deep copy and one step), and
 one device-to-host transfer for the whole check, however many parameters there are.
 
+Second looks, paid only when needed (see ``_second_looks``): a parameter whose first gradient is
+exactly zero is re-tested after up to ``RETEST_STEPS`` private steps on a functional copy of the
+parameters (zero-initialised partners: LoRA's B, zero-init residual branches and heads); a
+float32 gradient at most ``NOISE_CANDIDATE`` of the largest is re-checked in float64 (rounding
+noise of a mathematically zero gradient is ``rounding_noise``). Reentrant activation
+checkpointing, which hides parameters from ``torch.autograd.grad``, is read through
+``backward()``. A Parameter re-created by every forward fails; ``expect_frozen`` also demands
+unchanged values and unchanged buffers of the modules it freezes; ``optimizer`` may be a list
+or dict of optimizers (each parameter held by exactly one).
+
 >>> report = check_parameters_updated(model, x)
 >>> report.passed, report.not_updated
 (True, [])
@@ -109,6 +119,7 @@ class _Trial:
                  replaced: Sequence[str] = (), caught: Sequence[warnings.WarningMessage] = (),
                  backward_used: bool = False):
         self.backward_used = backward_used
+        self.errors: Tuple[str, ...] = ()  # from a copy's step: foreign moves, frozen state changed
         self.loss = loss
         self.grads = grads
         self.new_values = new_values
@@ -238,7 +249,7 @@ def _snapshot_trial(module, trainable, optimizer, inputs, target, loss_fn, gen, 
         grads = [g.detach() if g is not None else None for g in grads]
         frozen_errors = _twin_frozen_end(frozen_state, twin_guard, frozen_expected, train)
     t = _Trial(loss, grads, new_values=new_values, replaced=replaced, caught=caught)
-    t.foreign = frozen_errors
+    t.errors = frozen_errors
     return t
 
 
@@ -455,7 +466,7 @@ def check_parameters_updated(
                         ".grad saved and restored",)
     errors = list(_ddp_errors(model, trainable_entries, records, missing_h))
     errors += recreated + frozen_errors + optimizer_errors
-    for e in (e for t in trials_out for e in getattr(t, "foreign", ())):  # from the copies' steps
+    for e in (e for t in trials_out for e in t.errors):  # from the copies' steps
         if e not in errors:
             errors.append(e)
     if not table:
@@ -884,5 +895,5 @@ def _snapshot_trial_several(module, trainable, labelled, inputs, target, loss_fn
         grads = [g.detach() if g is not None else None for g in grads]
         foreign += _twin_frozen_end(frozen_state, twin_guard, frozen_expected, train)
     t = _Trial(loss, grads, new_values=new_values, replaced=replaced, caught=caught)
-    t.foreign = tuple(foreign)
+    t.errors = tuple(foreign)
     return t
