@@ -101,6 +101,14 @@ class FaultTests(ModelAssertionsMixin, unittest.TestCase):
             check_all_finite(torch.zeros(0, 3))
         self.assertTrue(check_all_finite((torch.zeros(0), torch.ones(2))).passed)
 
+    def test_inference_mode_is_a_clear_error(self):
+        model, x = nn.Linear(3, 2), torch.randn(4, 3)
+        with torch.inference_mode():
+            with self.assertRaisesRegex(ValueError, "inference_mode"):
+                self.assertParametersUpdated(model, x)
+            with self.assertRaisesRegex(ValueError, "inference_mode"):
+                self.assertCanOverfitBatch(model, x, torch.randn(4, 2), steps=2)
+
     def test_threads_give_single_threaded_reports(self):
         torch.manual_seed(0)
         models = [nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.5), nn.Linear(8, 2)) for _ in range(4)]

@@ -90,6 +90,19 @@ def seed_forked(seed: int, devices: Sequence[int]) -> None:
         torch.cuda.default_generators[index].manual_seed(seed)
 
 
+def check_not_inference_mode(check: str) -> None:
+    """Raise ``ValueError`` when called under ``torch.inference_mode()``, where no graph is built.
+
+    Every gradient would read None ("unreachable from the loss"), and tensors made in inference
+    mode cannot take part in autograd even after leaving it, so the check cannot run there.
+    """
+    if torch.is_inference_mode_enabled():
+        raise ValueError(
+            f"{check} needs autograd, but it was called under torch.inference_mode(), where no "
+            "gradient is computed; call it outside the inference_mode block (and build the model "
+            "and inputs outside it too: inference tensors cannot be used in autograd)")
+
+
 class ModelGuard:
     """Context manager that snapshots a module tree and restores it on exit, pass or raise.
 
