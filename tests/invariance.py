@@ -190,6 +190,20 @@ def _global_hooks() -> Dict[str, int]:
     return out
 
 
+def _backend_flags() -> Tuple[Tuple[str, Any], ...]:
+    out = []
+    for mod in ("cudnn", "mkldnn", "mkl", "openmp", "opt_einsum"):
+        m = getattr(torch.backends, mod, None)
+        for flag in ("enabled", "benchmark", "deterministic", "allow_tf32", "strategy"):
+            if m is not None and hasattr(m, flag):
+                try:
+                    out.append((f"{mod}.{flag}", getattr(m, flag)))
+                except Exception:  # a flag that cannot be read on this build
+                    pass
+    out.append(("float32_matmul_precision", torch.get_float32_matmul_precision()))
+    return tuple(out)
+
+
 def _process_state(cuda_was_initialized: bool) -> Dict[str, Any]:
     state: Dict[str, Any] = {
         "torch.get_rng_state()": torch.get_rng_state().numpy().tobytes(),
@@ -203,6 +217,10 @@ def _process_state(cuda_was_initialized: bool) -> Dict[str, Any]:
         "torch.is_anomaly_enabled()": torch.is_anomaly_enabled(),
         "global hook registries": _global_hooks(),
         "warnings.filters": tuple(warnings.filters),
+        "autocast state": (torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu"), torch.is_autocast_cache_enabled()),
+        "deterministic warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
+        "thread counts": (torch.get_num_threads(), torch.get_num_interop_threads()),
+        "torch.backends flags": _backend_flags(),
         "live multiprocessing children": frozenset(multiprocessing.active_children()),
         "live threads": frozenset(threading.enumerate()),
     }

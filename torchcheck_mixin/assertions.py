@@ -191,12 +191,12 @@ class ModelAssertionsMixin:
             self._torchcheck_fail(msg, messages.describe_all_finite(result))
 
     def assertOutputRange(self, model_or_value: Any, inputs: Any = None, *, low: Optional[float] = None,
-                          high: Optional[float] = None, msg: Any = None) -> None:
+                          high: Optional[float] = None, allow_empty: bool = False, msg: Any = None) -> None:
         """Every output element lies in ``[low, high]`` (inclusive); NaN is out of range.
 
         >>> self.assertOutputRange(classifier, x, low=0.0, high=1.0)
         """
-        result = check_output_range(model_or_value, inputs, low=low, high=high)
+        result = check_output_range(model_or_value, inputs, low=low, high=high, allow_empty=allow_empty)
         if not result.passed:
             self._torchcheck_fail(msg, messages.describe_output_range(result))
 

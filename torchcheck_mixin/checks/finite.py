@@ -72,6 +72,9 @@ def check_all_finite(value: Any) -> ValueCheckResult:
     if not leaves:
         note = "integer and bool tensors are always finite" if exact else "no tensor to check"
         return ValueCheckResult("all_finite", exact, (), (("note", note),))
+    if not isinstance(value, nn.Module) and not collective and all(t.numel() == 0 for _, t in leaves):
+        raise ValueError(f"nothing to check: all {len(leaves)} tensors of value are empty "
+                         "(an untrained detector returning zero boxes?)")
     # Counted where the tensors live, stacked per device, then one transfer per device.
     per_device: Dict[torch.device, List[int]] = {}
     for i, (_, t) in enumerate(leaves):
@@ -114,8 +117,13 @@ def _check_bound(name: str, low: Any, high: Any) -> None:
 
 
 def check_output_range(model_or_value: Any, inputs: Any = None, *, low: Optional[float] = None,
-                       high: Optional[float] = None, train: bool = False) -> ValueCheckResult:
-    """Every element of the output (or value) lies in ``[low, high]``; NaN is out of range."""
+                       high: Optional[float] = None, train: bool = False,
+                       allow_empty: bool = False) -> ValueCheckResult:
+    """Every element of the output (or value) lies in ``[low, high]``; NaN is out of range.
+
+    Empty leaves are in range; when every leaf is empty the check raises ``ValueError`` (nothing
+    to check) unless ``allow_empty=True``.
+    """
     _check_bound("check_output_range", low, high)
     if isinstance(model_or_value, nn.Module):
         if inputs is None:
@@ -131,9 +139,16 @@ def check_output_range(model_or_value: Any, inputs: Any = None, *, low: Optional
     for name, t in leaves:
         if t.is_complex():
             raise TypeError(f"{name} is complex; ranges are defined for real values only")
+    if not allow_empty and all(t.numel() == 0 for _, t in leaves):
+        raise ValueError(f"nothing to check: all {len(leaves)} output tensors are empty "
+                         "(an untrained detector returning zero boxes?); pass allow_empty=True "
+                         "to accept an empty output as in range")
     stats = []
     for _, t in leaves:
-        tf = t.double() if t.numel() else t.double().reshape(1).new_zeros(1)
+        if not t.numel():  # empty: in range, nothing counted
+            stats.append(torch.zeros(5, dtype=torch.double))
+            continue
+        tf = t.double()
         below = (tf < low).sum() if low is not None else tf.new_zeros(()).long()
         above = (tf > high).sum() if high is not None else tf.new_zeros(()).long()
         stats.append(torch.stack([below.double(), above.double(), tf.isnan().sum().double(),

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from ..core import calling, trees
 from ..core.default_loss import compute_loss
 from ..core.results import OverfitResult
-from ..core.state import ModelGuard
+from ..core.state import ModelGuard, check_not_inference_mode
 
 __unittest = True
 
@@ -61,6 +61,7 @@ def check_can_overfit_batch(model: nn.Module, inputs: Any, target: Any = None, *
                             loss_fn: Optional[Callable] = None, optimizer: Optional[torch.optim.Optimizer] = None,
                             min_decrease: float = 0.5, seed: int = 0) -> OverfitResult:
     """Train a copy for ``steps`` steps on one batch; the loss must fall by ``min_decrease`` (a fraction)."""
+    check_not_inference_mode("check_can_overfit_batch")
     calling.check_module(model)
     calling.check_inputs(inputs)
     calling.check_callable(loss_fn, "loss_fn")

@@ -67,7 +67,7 @@ from ..core.results import (
     ParameterUpdateReport,
     make_record,
 )
-from ..core.state import ModelGuard, changed_buffers, replaced_parameters
+from ..core.state import ModelGuard, changed_buffers, check_not_inference_mode, replaced_parameters
 from ..core.summary import count_parameters
 
 __unittest = True
@@ -365,6 +365,7 @@ def check_parameters_updated(
     Raises:
         TypeError, ValueError: on misuse (never for a model that fails the check).
     """
+    check_not_inference_mode("check_parameters_updated")
     atol = _validate(model, inputs, mode, loss_fn, optimizer, seed, trials, atol, train)
     module, _ = calling.unwrap(model)
     sharded = distributed.needs_backward_for_grads(module)

@@ -88,6 +88,9 @@ def parse_spec(spec: Any, argname: str = "expected_shape", _path: Path = ()) -> 
     mixes dimensions and nested specs.
     """
     where = _where(argname, _path)
+    if not _path and isinstance(spec, (list, dict)):
+        from . import trees
+        trees.check_acyclic(spec, argname)
     if isinstance(spec, torch.Size):
         return ShapeNode(tuple(spec), None, spec)
     if isinstance(spec, str):

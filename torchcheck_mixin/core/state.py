@@ -13,7 +13,13 @@ tensors on ``self`` or even replace a Parameter. ``ModelGuard`` makes all of tha
 * ``.grad`` references are saved, set to ``None`` for the check and put back (autograd would
   otherwise accumulate into a held ``.grad`` in place), ``requires_grad`` flags are restored;
 * the CPU RNG, and the RNG of the CUDA devices in use, are forked, never initialising CUDA;
-  numpy's and Python's ``random`` state are never touched.
+  numpy's global RNG and Python's ``random`` are saved and restored too (a forward may draw from
+  them: Wav2Vec2's SpecAugment), and seeded from ``seed`` inside;
+* every step of saving and restoring is attempted even when an earlier one raises (a buffer
+  property or a ``.grad`` setter that refuses): whatever was saved is put back, in place, and the
+  first error is raised afterwards;
+* guards are serialised by one process-wide re-entrant lock: checks from several threads run
+  one at a time, each against a clean global state (RNG, warnings filters are process-global).
 
 >>> with ModelGuard(model, seed=0):
 ...     model.train()
@@ -22,8 +28,11 @@ tensors on ``self`` or even replace a Parameter. ``ModelGuard`` makes all of tha
 
 import contextlib
 import operator
+import random
+import threading
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -43,17 +52,29 @@ def cuda_devices(value: Any) -> List[int]:
     return sorted(found)
 
 
+#: Serialises checks across threads (RNG forking and warnings filters are process-global).
+CHECK_LOCK = threading.RLock()
+
+
 @contextlib.contextmanager
 def rng_guard(devices: Sequence[int] = (), seed: Optional[int] = None):
-    """Fork the CPU RNG (and the given CUDA devices' RNG); seed it inside when ``seed`` is given.
+    """Fork the CPU RNG (and the given CUDA devices' RNG), numpy's and Python's global RNG; seed
+    them inside when ``seed`` is given.
 
     CUDA is never initialised here: devices are only listed when tensors already live on them.
     """
     devices = list(devices) if torch.cuda.is_available() and torch.cuda.is_initialized() else []
-    with torch.random.fork_rng(devices=devices):
-        if seed is not None:
-            seed_forked(seed, devices)
-        yield devices
+    with CHECK_LOCK:
+        np_state = np.random.get_state()
+        py_state = random.getstate()
+        try:
+            with torch.random.fork_rng(devices=devices):
+                if seed is not None:
+                    seed_forked(seed, devices)
+                yield devices
+        finally:
+            np.random.set_state(np_state)
+            random.setstate(py_state)
 
 
 def seed_forked(seed: int, devices: Sequence[int]) -> None:
@@ -63,8 +84,23 @@ def seed_forked(seed: int, devices: Sequence[int]) -> None:
     fork of the RNG on the model's devices does not restore.
     """
     torch.random.default_generator.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
     for index in devices:
         torch.cuda.default_generators[index].manual_seed(seed)
+
+
+def check_not_inference_mode(check: str) -> None:
+    """Raise ``ValueError`` when called under ``torch.inference_mode()``, where no graph is built.
+
+    Every gradient would read None ("unreachable from the loss"), and tensors made in inference
+    mode cannot take part in autograd even after leaving it, so the check cannot run there.
+    """
+    if torch.is_inference_mode_enabled():
+        raise ValueError(
+            f"{check} needs autograd, but it was called under torch.inference_mode(), where no "
+            "gradient is computed; call it outside the inference_mode block (and build the model "
+            "and inputs outside it too: inference tensors cannot be used in autograd)")
 
 
 class ModelGuard:
@@ -84,6 +120,20 @@ class ModelGuard:
         self._rng: Optional[contextlib.AbstractContextManager] = None
 
     def __enter__(self) -> "ModelGuard":
+        CHECK_LOCK.acquire()
+        self._dicts = []
+        self._params = []
+        self._swapped: List[Tuple[Dict[str, Any], str, torch.Tensor]] = []
+        try:
+            return self._save()
+        except BaseException:
+            try:
+                self.restore()
+            finally:
+                CHECK_LOCK.release()
+            raise
+
+    def _save(self) -> "ModelGuard":
         if self._walk is None:
             self._walk = list(self.model.named_modules())
         seen: Dict[int, nn.Module] = {}
@@ -113,6 +163,7 @@ class ModelGuard:
                     with torch.no_grad():
                         clone = buf.clone()
                     clones[id(buf)] = clone
+                self._swapped.append((buffers, name, buf))
                 buffers[name] = clone
         self._clones = clones  # id(user's buffer) -> its private clone
         self._clone_versions = {id(c): c._version for c in clones.values()}
@@ -127,32 +178,59 @@ class ModelGuard:
 
     def __exit__(self, *exc: Any) -> None:
         try:
-            if self._rng is not None:
-                self._rng.__exit__(*exc)
+            try:
+                if self._rng is not None:
+                    self._rng.__exit__(*exc)
+            finally:
+                self.restore()
         finally:
-            self.restore()
+            CHECK_LOCK.release()
 
     def restore(self) -> None:
+        """Put back everything saved; every step is tried, the first error is raised at the end."""
+        errors: List[BaseException] = []
         for m, saved_attrs, saved_dicts in self._dicts:
-            current = m.__dict__
-            # Identity, never ==: the values are tensors and modules. The unchanged case (nearly
-            # every module) is answered by one C-level pass over the values.
-            if not _same(current, saved_attrs):
-                for key in [k for k in current if k not in saved_attrs]:
-                    del current[key]
-                for key, value in saved_attrs.items():
-                    if current.get(key, _MISSING) is not value:
-                        current[key] = value
-            for name, saved in saved_dicts.items():
-                live = current[name]
-                if not _same(live, saved):
-                    live.clear()
-                    live.update(saved)
+            try:
+                _restore_module(m, saved_attrs, saved_dicts)
+            except BaseException as e:  # keep restoring the rest
+                errors.append(e)
+        # Buffers swapped before a failure inside __enter__ (whose module dicts were saved first).
+        for buffers, name, buf in getattr(self, "_swapped", ()):
+            try:
+                if buffers.get(name, _MISSING) is not buf:
+                    buffers[name] = buf
+            except BaseException as e:
+                errors.append(e)
         for p, requires_grad, grad in self._params:
-            if p.requires_grad != requires_grad:
-                p.requires_grad_(requires_grad)
-            if p.grad is not grad:
-                p.grad = grad
+            try:
+                if p.requires_grad != requires_grad:
+                    p.requires_grad_(requires_grad)
+            except BaseException as e:
+                errors.append(e)
+            try:
+                if p.grad is not grad:
+                    p.grad = grad
+            except BaseException as e:
+                errors.append(e)
+        if errors:
+            raise errors[0]
+
+
+def _restore_module(m: nn.Module, saved_attrs: Dict[str, Any], saved_dicts: Dict[str, Dict[str, Any]]) -> None:
+    current = m.__dict__
+    # Identity, never ==: the values are tensors and modules. The unchanged case (nearly
+    # every module) is answered by one C-level pass over the values.
+    if not _same(current, saved_attrs):
+        for key in [k for k in current if k not in saved_attrs]:
+            del current[key]
+        for key, value in saved_attrs.items():
+            if current.get(key, _MISSING) is not value:
+                current[key] = value
+    for name, saved in saved_dicts.items():
+        live = current[name]
+        if not _same(live, saved):
+            live.clear()
+            live.update(saved)
 
 
 _MISSING = object()

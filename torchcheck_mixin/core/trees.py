@@ -44,13 +44,37 @@ def is_container(value: Any) -> bool:
     return isinstance(value, Mapping) or is_sequence(value)
 
 
-def leaves(value: Any, path: Path = ()) -> Iterator[Tuple[Path, Any]]:
-    """Yield ``(path, leaf)`` for every non-container value, depth first."""
+def leaves(value: Any, path: Path = (), _active: Any = None) -> Iterator[Tuple[Path, Any]]:
+    """Yield ``(path, leaf)`` for every non-container value, depth first.
+
+    A container that contains itself raises ``ValueError`` (see ``check_acyclic``).
+    """
     if is_container(value):
-        for key, child in children(value):
-            yield from leaves(child, path + (key,))
+        active = set() if _active is None else _active
+        if id(value) in active:
+            raise ValueError(_cycle_message(path))
+        active.add(id(value))
+        try:
+            for key, child in children(value):
+                yield from leaves(child, path + (key,), active)
+        finally:
+            active.discard(id(value))
     else:
         yield path, value
+
+
+def _cycle_message(path: Path, root: str = "value") -> str:
+    return (f"{root}{format_path(path)} contains itself (a self-referential list or dict); "
+            "nested structures must be trees")
+
+
+def check_acyclic(value: Any, argname: str) -> None:
+    """Raise ``ValueError`` naming ``argname`` when a container inside ``value`` contains itself."""
+    try:
+        for _ in leaves(value):
+            pass
+    except ValueError as e:
+        raise ValueError(f"{argname}: {e}") from None
 
 
 def tensor_leaves(value: Any) -> List[Tuple[Path, torch.Tensor]]:
@@ -63,6 +87,8 @@ def map_with_path(fn: Callable[[Path, Any], Any], value: Any, path: Path = ()) -
     Mappings that cannot be rebuilt from a dict (exotic user classes) come back as plain dicts;
     namedtuples are rebuilt field by field.
     """
+    if is_container(value):
+        check_acyclic(value, "value") if not path else None
     if isinstance(value, Mapping):
         items = {k: map_with_path(fn, v, path + (k,)) for k, v in value.items()}
         try:
