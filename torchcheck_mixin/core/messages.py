@@ -119,7 +119,11 @@ def describe_dtype(result: DtypeResult) -> str:
         lines: List[str] = []
     else:
         head = f"dtype mismatch in {ratio(k, n)} leaves: expected {result.expected}"
-        lines = capped([f"value{trees.format_path(m.path)}: {m.actual}" for m in result.mismatches])
+        lines = capped([f"value{trees.format_path(m.path)}: {m.actual}"
+                        + (f", expected {m.expected}" if m.expected != result.expected else "")
+                        for m in result.mismatches])
+    if result.skipped:
+        lines.append("not checked (not tensors): " + cut(", ".join(f"value{p} ({k})" for p, k in result.skipped), 200))
     context = f"torch.get_default_dtype() is {result.default_dtype}"
     if result.autocast:
         context += f"; autocast is on ({', '.join(result.autocast)})"
