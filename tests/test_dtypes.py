@@ -54,12 +54,11 @@ class CheckDtypeTest(unittest.TestCase):
         self.assertTrue(result.passed)
         self.assertEqual(result.leaves, (("[0]", "torch.float32"),))
 
-    def test_non_tensor_leaf_is_a_mismatch(self):
+    def test_non_tensor_leaf_is_skipped_and_listed(self):
         result = check_dtype({"a": torch.zeros(1), "b": 3}, torch.float32)
-        self.assertFalse(result.passed)
-        (m,) = result.mismatches
-        self.assertEqual(m.path, ("b",))
-        self.assertIn("not a tensor", m.actual)
+        self.assertTrue(result.passed)
+        self.assertEqual(result.skipped, (("['b']", "int"),))
+        self.assertEqual(result.leaves, (("['a']", "torch.float32"),))
 
     def test_numpy_arrays_with_numpy_dtypes(self):
         self.assertTrue(check_dtype(np.zeros(3), np.float64).passed)

@@ -295,8 +295,8 @@ CATALOGUE = [
       (ValueError, r"value holds no tensor or array")),
     C("dtype_wrong", lambda t: t.assertDtype(x().double(), torch.float32),
       FAIL, r"dtype torch\.float64 does not match expected torch\.float32"),
-    C("dtype_leaf_not_a_tensor", lambda t: t.assertDtype({"a": x(), "b": [1.0]}, torch.float32),
-      FAIL, r"float \(not a tensor\)"),
+    C("dtype_only_non_tensor_leaves", lambda t: t.assertDtype({"b": [1.0]}, torch.float32),
+      (ValueError, r"value holds no tensor or array to check \(got dict\); not checked: value\['b'\]\[0\] \(float\)")),
     # ---- parameters updated: the model
     C("no_parameters", lambda t: t.assertParametersUpdated(nn.ReLU(), x()),
       FAIL, r"no parameters"),

@@ -44,10 +44,12 @@ from .checks.updates import check_parameters_updated
 from .checks.determinism import check_deterministic
 from .checks.finite import check_all_finite, check_output_range
 from .checks.state_dict import check_state_dict_round_trip
+from .core.trees import ANY
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ANY",
     "ModelAssertionsMixin",
     "ModelBattery",
     "ModelTestCase",

@@ -213,12 +213,18 @@ class ModelAssertionsMixin:
             self._torchcheck_fail(msg, messages.describe_overfit(result))
         return result
 
-    def assertStateDictRoundTrip(self, model: nn.Module, inputs: Any, msg: Any = None) -> None:
-        """Saving and loading the state dict into a scrambled copy reproduces the eval outputs.
+    def assertStateDictRoundTrip(self, model: nn.Module, inputs: Any, msg: Any = None, *,
+                                 model_factory: Optional[Callable[[], nn.Module]] = None) -> None:
+        """Save the state dict, rebuild, ``load_state_dict``: the eval outputs are reproduced.
 
-        >>> self.assertStateDictRoundTrip(model, x)
+        Rebuilt with ``model_factory()`` when given (exact: what a real save / rebuild / load
+        does), else a copy whose parameters, persistent buffers and plain tensor attributes are
+        scrambled (non-persistent buffers are kept, as a constructor recomputes them). See
+        ``checks.state_dict``.
+
+        >>> self.assertStateDictRoundTrip(model, x, model_factory=lambda: Net(cfg))
         """
-        result = check_state_dict_round_trip(model, inputs)
+        result = check_state_dict_round_trip(model, inputs, model_factory=model_factory)
         if not result.passed:
             self._torchcheck_fail(msg, messages.describe_state_dict_round_trip(result))
 

@@ -195,7 +195,7 @@ class ModelBattery(ModelTestCase):
         self.assertDeterministic(self._model(), self._inputs())
 
     def _battery_state_dict_round_trip(self) -> None:
-        self.assertStateDictRoundTrip(self._model(), self._inputs())
+        self.assertStateDictRoundTrip(self._model(), self._inputs(), model_factory=self._model)
 
     def _battery_can_overfit_batch(self) -> None:
         self.assertCanOverfitBatch(self._model(), self._inputs(), self._target(), loss_fn=self._loss(),

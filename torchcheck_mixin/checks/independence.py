@@ -69,6 +69,7 @@ def check_batch_independent(model: nn.Module, inputs: Any, *, batch_dim: int = 0
     batch = _batch_size(x, batch_dim)
     probes = _probes(batch)
     findings: List[Finding] = []
+    shape_notes: Dict[str, str] = {}
     interacting: Dict[str, Set[Tuple[int, int]]] = {}
     leaves_checked = 0
     with torch.enable_grad(), ModelGuard(module, seed=seed, extra=x):
@@ -126,6 +127,10 @@ def check_batch_independent(model: nn.Module, inputs: Any, *, batch_dim: int = 0
                         p = pert.get(opath)
                         if p is None:
                             continue
+                        if p.shape != o.shape:
+                            o, p = _overlap(o, p, opath, shape_notes)
+                            if o is None:
+                                continue
                         same = torch.isclose(o, p, rtol=_RTOL, atol=_ATOL, equal_nan=True)
                         changed = (~same).transpose(0, batch_dim).reshape(batch, -1).any(dim=1).tolist()
                         for j, c in enumerate(changed):
@@ -135,11 +140,36 @@ def check_batch_independent(model: nn.Module, inputs: Any, *, batch_dim: int = 0
         shown = sorted(pairs)[:6]
         pairs_text = ", ".join(f"{a}<-{b}" for a, b in shown) + (f", ... ({len(pairs)} pairs)" if len(pairs) > 6 else "")
         findings.append(Finding(path=key, detail=f"output sample <- input sample: {pairs_text}", count=len(pairs)))
+    details = [("batch", f"size {batch} at dim {batch_dim}, probed samples {probes}"), ("mode", "eval")]
+    for where, note in shape_notes.items():
+        if note.startswith("rank"):
+            findings.append(Finding(path=where, detail=note))
+        else:
+            details.append((f"{where} shape depends on the batch", note))
     return ValueCheckResult(
         check="batch_independent", leaves_checked=leaves_checked, findings=tuple(findings),
-        details=(("batch", f"size {batch} at dim {batch_dim}, probed samples {probes}"),
-                 ("mode", "eval")),
+        details=tuple(details),
     )
+
+
+def _overlap(o: torch.Tensor, p: torch.Tensor, opath: Tuple, notes: Dict[str, str]):
+    """The common region of two outputs whose non-batch sizes depend on the batch.
+
+    A per-token tagger that pads to the batch's longest sample (``pad_packed_sequence``) returns
+    ``(B, T_max, C)`` with ``T_max`` set by whichever sample is longest: replacing one sample's
+    ids changes ``T_max``. The other samples' values live in the region both outputs share (the
+    rest is padding), so that region is compared. Outputs of different rank cannot be aligned:
+    that is reported as a finding, never compared.
+    """
+    where = trees.describe_path(opath)
+    if o.dim() != p.dim():
+        notes[where] = (f"rank of the output depends on the batch: {tuple(o.shape)} with the original batch, "
+                        f"{tuple(p.shape)} with one sample replaced; cannot compare samples")
+        return None, None
+    region = tuple(slice(0, min(a, b)) for a, b in zip(o.shape, p.shape))
+    notes.setdefault(where, f"{tuple(o.shape)} with the original batch, {tuple(p.shape)} with one sample "
+                            f"replaced (padding to the longest sample?); compared the region both share")
+    return o[region], p[region]
 
 
 def _batch_dim_lost(out: Any, batch: int, batch_dim: int, probes: List[int]) -> ValueCheckResult:

@@ -120,7 +120,11 @@ def describe_dtype(result: DtypeResult) -> str:
         lines: List[str] = []
     else:
         head = f"dtype mismatch in {ratio(k, n)} leaves: expected {result.expected}"
-        lines = capped([f"value{trees.format_path(m.path)}: {m.actual}" for m in result.mismatches])
+        lines = capped([f"value{trees.format_path(m.path)}: {m.actual}"
+                        + (f", expected {m.expected}" if m.expected != result.expected else "")
+                        for m in result.mismatches])
+    if result.skipped:
+        lines.append("not checked (not tensors): " + cut(", ".join(f"value{p} ({k})" for p, k in result.skipped), 200))
     context = f"torch.get_default_dtype() is {result.default_dtype}"
     if result.autocast:
         context += f"; autocast is on ({', '.join(result.autocast)})"
@@ -418,8 +422,21 @@ def describe_deterministic(result: ValueCheckResult) -> str:
 
 
 def describe_state_dict_round_trip(result: ValueCheckResult) -> str:
+    details = dict(result.details)
+    if "nondeterministic" in details:
+        head = (f"The model is nondeterministic: two eval-mode passes on the same inputs differ in "
+                f"{ratio(len(result.findings), max(result.leaves_checked, 1))} tensors, so a state_dict round trip "
+                f"cannot be judged")
+        lines = capped([f"{f.path}: {f.detail}" for f in result.findings])
+        lines.append("typical causes: dropout or torch.rand in eval mode, state updated during forward "
+                     "(assertDeterministic says more)")
+        return block(head, lines)
     head = f"Outputs differ after a state_dict save/load round trip in {ratio(len(result.findings), max(result.leaves_checked, 1))} tensors"
-    return block(head, _findings(result))
+    lines = _findings(result)
+    if "state the state dict does not carry" in details:
+        lines.append("register what the outputs depend on with register_buffer (persistent) or recompute it in "
+                     "__init__")
+    return block(head, lines)
 
 
 def describe_overfit(result: OverfitResult) -> str:

@@ -63,6 +63,7 @@ class DtypeResult:
     mismatches: Tuple[DtypeMismatch, ...]
     default_dtype: str
     autocast: Tuple[str, ...]  # device types with autocast enabled when the check ran
+    skipped: Tuple[Tuple[str, str], ...] = ()  # (path, type name) of non-tensor leaves, not checked
 
     @property
     def passed(self) -> bool:

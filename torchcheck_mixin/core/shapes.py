@@ -14,6 +14,11 @@ namedtuple position by position; a dict of specs matches a Mapping (dict, ``Mode
 namedtuple key by key, and missing or extra keys are mismatches. A tuple whose items are all
 dimensions is a shape; a tuple of shapes is a structure; ``()`` is the shape of a 0-d tensor.
 
+``ANY`` (``torchcheck_mixin.ANY``) matches any value at all: a tensor of any shape, ``None``, or
+an object that is not a tensor (a Hugging Face cache). Inside a dict spec, a bare ``...`` means the
+same (``{"logits": ("B", "T", 100), "cache": ...}``); inside a shape tuple ``...`` keeps its meaning
+of "any number of dimensions".
+
 Valid usages::
 
     (8, 10)                        exactly 8 x 10
@@ -24,6 +29,7 @@ Valid usages::
     torch.Size([2, 3]) / [2, 3]    the same as (2, 3)
     (("B", 10), ("B",))            a pair: logits and labels with the same batch size
     {"logits": ("B", "T", "V"), "loss": ()}
+    {"logits": ("B", "T", "V"), "cache": ANY}     any value under 'cache'
 
 >>> spec = parse_spec(("B", 10))
 >>> match(spec, torch.zeros(4, 10)).ok
@@ -39,7 +45,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import torch
 
 from .results import ShapeMismatch
-from .trees import Path, children, format_path, is_namedtuple, is_sequence
+from .trees import ANY, Path, children, format_path, is_namedtuple, is_sequence
 
 __unittest = True
 
@@ -64,7 +70,14 @@ class MapNode:
     written: Any
 
 
-Node = Union[ShapeNode, SeqNode, MapNode]
+@dataclass(frozen=True)
+class AnyNode:
+    """``ANY``: matches whatever value sits here."""
+
+    written: Any
+
+
+Node = Union[ShapeNode, SeqNode, MapNode, AnyNode]
 
 
 def _is_dim(item: Any) -> bool:
@@ -91,6 +104,8 @@ def parse_spec(spec: Any, argname: str = "expected_shape", _path: Path = ()) -> 
     if not _path and isinstance(spec, (list, dict)):
         from . import trees
         trees.check_acyclic(spec, argname)
+    if spec is ANY or (spec is Ellipsis and _path and not isinstance(_path[-1], int)):
+        return AnyNode(spec)  # a bare ... is a whole-value wildcard only as a dict value
     if isinstance(spec, torch.Size):
         return ShapeNode(tuple(spec), None, spec)
     if isinstance(spec, str):
@@ -123,7 +138,8 @@ def parse_spec(spec: Any, argname: str = "expected_shape", _path: Path = ()) -> 
                     f"identifier such as 'B' or 'seq_len'"
                 )
         return ShapeNode(tuple(items), ellipses[0] if ellipses else None, spec)
-    bad = [item for item in items if not (_is_dim(item) or is_sequence(item) or isinstance(item, (Mapping, torch.Size)))]
+    bad = [item for item in items if not (_is_dim(item) or item is ANY or is_sequence(item)
+                                          or isinstance(item, (Mapping, torch.Size)))]
     if bad:
         raise TypeError(
             f"{where} holds {type(bad[0]).__name__} {bad[0]!r}; dimensions are int, None, str or ..."
@@ -173,6 +189,8 @@ def _shape_of(value: Any) -> Optional[Tuple[int, ...]]:
 
 
 def _match(node: Node, value: Any, path: Path, bindings: Dict[str, int], found: List[ShapeMismatch]) -> None:
+    if isinstance(node, AnyNode):
+        return
     if isinstance(node, ShapeNode):
         shape = _shape_of(value)
         if shape is None:
@@ -280,8 +298,10 @@ def _format_dim(dim: Any) -> str:
 
 def format_spec(spec: Any) -> str:
     """Print a spec back the way it was written (tuple, list, torch.Size and dict kept apart)."""
-    if isinstance(spec, (ShapeNode, SeqNode, MapNode)):
+    if isinstance(spec, (ShapeNode, SeqNode, MapNode, AnyNode)):
         spec = spec.written
+    if spec is ANY:
+        return "ANY"
     if isinstance(spec, torch.Size):
         return f"torch.Size([{', '.join(str(int(d)) for d in spec)}])"
     if isinstance(spec, Mapping):

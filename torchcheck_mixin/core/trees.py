@@ -81,6 +81,29 @@ def tensor_leaves(value: Any) -> List[Tuple[Path, torch.Tensor]]:
     return [(p, leaf) for p, leaf in leaves(value) if isinstance(leaf, torch.Tensor)]
 
 
+def _rebuild_mapping(value: Mapping, items: dict) -> Any:
+    """A Mapping of ``value``'s type holding ``items``.
+
+    Keyword construction first: dataclass-like Mappings (Hugging Face ``ModelOutput``: an
+    ``OrderedDict`` whose keys are also attributes) take their fields by name, and given one dict
+    positionally would store it in their first field. Then positional, then a plain dict.
+    """
+    kind = type(value)
+    if kind is dict:
+        return items
+    if all(isinstance(k, str) for k in items):
+        try:
+            rebuilt = kind(**items)
+            if list(rebuilt.keys()) == list(items):
+                return rebuilt
+        except Exception:  # noqa: BLE001 - a constructor that takes something else
+            pass
+    try:
+        return kind(items)
+    except Exception:  # noqa: BLE001 - a Mapping type whose constructor takes something else
+        return items
+
+
 def map_with_path(fn: Callable[[Path, Any], Any], value: Any, path: Path = ()) -> Any:
     """Rebuild ``value`` with ``fn(path, leaf)`` applied to every leaf; containers keep their type.
 
@@ -91,10 +114,7 @@ def map_with_path(fn: Callable[[Path, Any], Any], value: Any, path: Path = ()) -
         check_acyclic(value, "value") if not path else None
     if isinstance(value, Mapping):
         items = {k: map_with_path(fn, v, path + (k,)) for k, v in value.items()}
-        try:
-            return type(value)(items)
-        except Exception:  # a Mapping type whose constructor takes something else
-            return items
+        return _rebuild_mapping(value, items)
     if is_namedtuple(value):
         return type(value)(*(map_with_path(fn, v, path + (k,)) for k, v in zip(value._fields, value)))
     if isinstance(value, tuple):
@@ -120,3 +140,23 @@ def format_path(path: Path) -> str:
 def describe_path(path: Path, root: str = "output") -> str:
     """A path for messages: ``output['logits']``, or ``output`` for the value itself."""
     return root + format_path(path)
+
+
+class _Anything:
+    """``ANY``: a whole-value wildcard in shape specs and dtype structures (a singleton)."""
+
+    _instance = None
+
+    def __new__(cls) -> "_Anything":
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "ANY"
+
+    def __reduce__(self) -> str:
+        return "ANY"
+
+
+ANY = _Anything()
