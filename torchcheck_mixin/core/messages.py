@@ -428,3 +428,42 @@ def describe_parameter_count(result: ParameterCountResult) -> str:
         lines.append("possibly unregistered (never counted, trained or saved):")
         lines += capped(["  " + x for x in result.suspects])
     return block(head, lines)
+
+
+# ------------------------------------------------------------ messages of the modern-bug checks
+
+from .results import (BatchValuesResult, CausalityResult, GradcheckResult, InitialLossResult,  # noqa: E402
+                      InputsUsedResult, LabelCoverageResult, MaskInvariantResult, SingleSampleResult)
+
+
+def describe_causal(result: CausalityResult) -> str:
+    t, k, name, diff = result.leaks[0]
+    head = f"Not causal: output t={t} <- input t={k} (a later input changes an earlier output)"
+    firsts = {}
+    for o, i, _, _ in result.leaks:
+        firsts.setdefault(i, o)
+    lines = [f"{name}: max |diff| {number(diff)} at positions before t={k} after perturbing {result.input} at t={k}",
+             f"leaking input positions: {ratio(len(firsts), result.probes)} probed; "
+             + cut(", ".join(f"input t={i} -> output t={o}" for i, o in sorted(firsts.items())), 200),
+             f"model {result.model}, sequence length {result.length}, {plural(result.forwards, 'forward')} in eval mode",
+             "typical causes: attention without its causal mask (is_causal=True / a tril mask), a transposed mask, "
+             "a convolution padded on both sides (pad only the left: F.pad(x, (k - 1, 0)))"]
+    return block(head, lines)
+
+
+def describe_mask_invariant(result: MaskInvariantResult) -> str:
+    if result.check == "mask":
+        head = (f"Masked positions leak into unmasked outputs: changing {result.masked_positions} masked "
+                f"positions changed {plural(len(result.findings), 'output')}")
+        cause = ("typical causes: the mask never reaches the attention, an inverted mask (1 - mask, or ~mask), "
+                 "the mask applied to the query axis instead of the key axis")
+    else:
+        head = (f"Outputs change when padding is appended: {plural(len(result.findings), 'output')} differ at the "
+                f"original positions")
+        cause = ("typical causes: a masked mean divided by the padded length (divide by mask.sum(dim)), "
+                 "pooling over padded positions, the mask not passed to the model")
+    lines = [f"{f.path}: {f.detail}" for f in result.findings]
+    lines = capped(lines) + [
+        f"mask {result.mask} ({result.convention}); perturbed: {', '.join(result.perturbed)}; "
+        f"masked positions {ratio(result.masked_positions, result.total_positions)}; model {result.model}", cause]
+    return block(head, lines)
