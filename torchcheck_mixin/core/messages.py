@@ -467,3 +467,84 @@ def describe_mask_invariant(result: MaskInvariantResult) -> str:
         f"mask {result.mask} ({result.convention}); perturbed: {', '.join(result.perturbed)}; "
         f"masked positions {ratio(result.masked_positions, result.total_positions)}; model {result.model}", cause]
     return block(head, lines)
+
+
+def describe_single_sample(result: SingleSampleResult) -> str:
+    head = (f"A sample run alone differs from its row of the batch: {plural(len(result.findings), 'mismatch')} "
+            f"over {plural(len(result.samples), 'sample')} of a batch of {result.batch}")
+    lines = capped([f"{f.path}: {f.detail}" for f in result.findings])
+    lines += [f"model {result.model}, eval mode",
+              "typical causes: .squeeze() dropping the batch dimension at B=1 (use .squeeze(-1)), a layer skipped "
+              "when x.size(0) == 1, a reshape with a hard-coded batch size"]
+    return block(head, lines)
+
+
+def describe_gradcheck(result: GradcheckResult) -> str:
+    bad = result.failures
+    head = (f"Backward does not match finite differences for {ratio(len(bad), len(result.checked))} inputs/parameters "
+            f"(float64 copy, |analytical - numerical| <= {number(result.atol)} + {number(result.rtol)} * |numerical|)")
+    lines = capped([f"{m.name} {format_shape(m.shape)}: max |diff| {number(m.max_abs)}, {ratio(m.bad, m.total)} "
+                    f"Jacobian entries off; worst d out[{m.worst[0]}] / d elem[{m.worst[1]}]: analytical "
+                    f"{number(m.analytical)}, numerical {number(m.numerical)}" for m in bad])
+    ok = [m.name for m in result.checked if not m.bad]
+    if ok:
+        lines.append("correct: " + cut(", ".join(ok), 200))
+    lines += [f"{result.model}, eps {number(result.eps)}, {plural(result.forwards, 'forward')}",
+              "typical causes in a custom autograd.Function: a missing factor (chain rule), a flipped sign, a "
+              "gradient reduced or broadcast over the wrong dimension"]
+    return block(head, lines)
+
+
+def describe_inputs_used(result: InputsUsedResult) -> str:
+    n = len(result.used) + len(result.unused)
+    head = f"Inputs that do not influence the output: {ratio(len(result.unused), n)}"
+    lines = capped([f"{name}: {why}" for name, why in result.unused])
+    if result.used:
+        lines.append("used: " + cut(", ".join(name for name, _ in result.used), 200))
+    lines += [f"model {result.model}, eval mode",
+              "typical causes: forward reads a cached tensor (self.x) instead of its argument, a branch whose "
+              "result is never added to the output; declare legitimate ones with allow_unused=[...]"]
+    return block(head, lines)
+
+
+def describe_initial_loss(result: InitialLossResult) -> str:
+    side = "above" if result.loss > result.expected else "below"
+    head = (f"Loss at initialisation {number(result.loss)} is far {side} {result.source} = {number(result.expected)} "
+            f"(allowed +-{100 * result.rtol:.0f}%)")
+    lines = [f"logits std {number(result.logit_std)}, {result.num_classes} classes; model {result.model}, eval mode"]
+    if side == "above":
+        lines.append("an untrained classifier should predict nearly uniformly: initialise the head with a small std "
+                     "(nn.init.normal_(head.weight, std=0.02)) or zeros, drop a logit scale, check tanh/sigmoid saturation")
+    else:
+        lines.append("a loss this low before training suggests the target leaks into the inputs or a wrong loss")
+    return block(head, lines)
+
+
+def describe_batch_values(result: BatchValuesResult) -> str:
+    head = f"Batch values out of bounds: {plural(len(result.findings), 'finding')} in {plural(result.batches, 'batch')} read"
+    lines = capped([f"{f.path}: {f.detail}" for f in result.findings])
+    lines += ["checked: " + ", ".join(result.checked),
+              "typical causes: images left in 0-255 (ToTensor/ / 255 missing), label padding with -1 or 0 where the "
+              "loss ignores -100 (pass ignore_index to the loss or pad with it)"]
+    return block(head, lines)
+
+
+def describe_labels_cover(result: LabelCoverageResult) -> str:
+    parts = []
+    if result.missing:
+        parts.append(f"{ratio(len(result.missing), len(result.expected))} expected classes never seen")
+    if result.unexpected:
+        parts.append(f"{plural(len(result.unexpected), 'unexpected class')} seen")
+    if not result.samples:
+        parts.append("no labels read")
+    head = "Labels do not cover the expected classes: " + "; ".join(parts)
+    lines = []
+    if result.missing:
+        lines.append("missing: " + cut(", ".join(map(str, result.missing)), 200))
+    if result.unexpected:
+        lines.append("unexpected: " + cut(", ".join(map(str, result.unexpected)), 200))
+    lines.append(f"{result.samples:,} labels in {plural(result.batches, 'batch')}; counts: "
+                 + cut(", ".join(f"{c}: {n}" for c, n in result.counts), 200))
+    lines.append("typical causes: a filtered or truncated dataset, a sampler or split that never reaches some "
+                 "classes, labels offset by one")
+    return block(head, lines)
