@@ -53,7 +53,9 @@ def check_gradcheck(module_or_function: Any, inputs: Any, *, eps: float = 1e-6, 
         label = calling.model_name(original)
     else:
         fn = module_or_function
-        label = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or type(fn).__name__
+        owner = getattr(fn, "__self__", None)
+        label = (f"{owner.__name__}.{fn.__name__}" if isinstance(owner, type) else
+                 getattr(fn, "__qualname__", None) or type(fn).__name__)
     gen = torch.Generator().manual_seed(seed)
     x = calling.resolve(inputs, gen, "inputs")
     x = trees.map_tensors(lambda t: t.detach().clone().double() if t.is_floating_point() else t.detach().clone(), x)

@@ -454,12 +454,12 @@ def describe_causal(result: CausalityResult) -> str:
 def describe_mask_invariant(result: MaskInvariantResult) -> str:
     if result.check == "mask":
         head = (f"Masked positions leak into unmasked outputs: changing {result.masked_positions} masked "
-                f"positions changed {plural(len(result.findings), 'output')}")
+                f"positions changed {_count(len(result.findings), 'output leaf', 'output leaves')}")
         cause = ("typical causes: the mask never reaches the attention, an inverted mask (1 - mask, or ~mask), "
                  "the mask applied to the query axis instead of the key axis")
     else:
-        head = (f"Outputs change when padding is appended: {plural(len(result.findings), 'output')} differ at the "
-                f"original positions")
+        head = (f"Outputs change when padding is appended: {_count(len(result.findings), 'output leaf', 'output leaves')} "
+                f"differ at the original positions")
         cause = ("typical causes: a masked mean divided by the padded length (divide by mask.sum(dim)), "
                  "pooling over padded positions, the mask not passed to the model")
     lines = [f"{f.path}: {f.detail}" for f in result.findings]
@@ -470,7 +470,7 @@ def describe_mask_invariant(result: MaskInvariantResult) -> str:
 
 
 def describe_single_sample(result: SingleSampleResult) -> str:
-    head = (f"A sample run alone differs from its row of the batch: {plural(len(result.findings), 'mismatch')} "
+    head = (f"A sample run alone differs from its row of the batch: {_count(len(result.findings), 'mismatch', 'mismatches')} "
             f"over {plural(len(result.samples), 'sample')} of a batch of {result.batch}")
     lines = capped([f"{f.path}: {f.detail}" for f in result.findings])
     lines += [f"model {result.model}, eval mode",
@@ -521,7 +521,7 @@ def describe_initial_loss(result: InitialLossResult) -> str:
 
 
 def describe_batch_values(result: BatchValuesResult) -> str:
-    head = f"Batch values out of bounds: {plural(len(result.findings), 'finding')} in {plural(result.batches, 'batch')} read"
+    head = f"Batch values out of bounds: {_count(len(result.findings), 'finding', 'findings')} in {_count(result.batches, 'batch', 'batches')} read"
     lines = capped([f"{f.path}: {f.detail}" for f in result.findings])
     lines += ["checked: " + ", ".join(result.checked),
               "typical causes: images left in 0-255 (ToTensor/ / 255 missing), label padding with -1 or 0 where the "
@@ -534,7 +534,7 @@ def describe_labels_cover(result: LabelCoverageResult) -> str:
     if result.missing:
         parts.append(f"{ratio(len(result.missing), len(result.expected))} expected classes never seen")
     if result.unexpected:
-        parts.append(f"{plural(len(result.unexpected), 'unexpected class')} seen")
+        parts.append(f"{_count(len(result.unexpected), 'unexpected class', 'unexpected classes')} seen")
     if not result.samples:
         parts.append("no labels read")
     head = "Labels do not cover the expected classes: " + "; ".join(parts)
@@ -543,8 +543,12 @@ def describe_labels_cover(result: LabelCoverageResult) -> str:
         lines.append("missing: " + cut(", ".join(map(str, result.missing)), 200))
     if result.unexpected:
         lines.append("unexpected: " + cut(", ".join(map(str, result.unexpected)), 200))
-    lines.append(f"{result.samples:,} labels in {plural(result.batches, 'batch')}; counts: "
+    lines.append(f"{result.samples:,} labels in {_count(result.batches, 'batch', 'batches')}; counts: "
                  + cut(", ".join(f"{c}: {n}" for c, n in result.counts), 200))
     lines.append("typical causes: a filtered or truncated dataset, a sampler or split that never reaches some "
                  "classes, labels offset by one")
     return block(head, lines)
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n:,} {one if n == 1 else many}"
