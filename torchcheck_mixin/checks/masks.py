@@ -136,6 +136,9 @@ def check_mask_invariant(model: nn.Module, inputs: Any, *, mask: Any = None, con
     seqs = [p for p in _sequence_paths(x, mpath, None or _batch(x, mpath), length, dim, input)]
     batch = _batch(x, mpath)
     masked = _masked(m, conv, batch)
+    if not bool(masked.any()):
+        raise ValueError(f"mask {probing.input_name(mpath, x)} ({conv}) masks nothing: give inputs with padded "
+                         f"positions (a check over nothing never passes)")
     if not seqs:
         raise ValueError(f"no input other than the mask has length {length} at dim={dim}: nothing to perturb "
                          f"(pass input= or dim=)")

@@ -459,7 +459,7 @@ def describe_mask_invariant(result: MaskInvariantResult) -> str:
                  "the mask applied to the query axis instead of the key axis")
     else:
         head = (f"Outputs change when padding is appended: {_count(len(result.findings), 'output leaf', 'output leaves')} "
-                f"differ at the original positions")
+                f"changed at the original positions")
         cause = ("typical causes: a masked mean divided by the padded length (divide by mask.sum(dim)), "
                  "pooling over padded positions, the mask not passed to the model")
     lines = [f"{f.path}: {f.detail}" for f in result.findings]
