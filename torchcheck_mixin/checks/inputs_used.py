@@ -8,8 +8,8 @@ ones included) must change the output:
 * floating inputs: the gradient of a random-weighted sum of every floating output with respect
   to the input is non-zero somewhere; when it is not (the input only reaches the output through
   a comparison or an index), the input is perturbed by noise as below;
-* integer and boolean inputs (ids, masks): the values are perturbed (ids inside ``[0, max + 1)``
-  or the first ``nn.Embedding``'s range, booleans flipped) and some output must change.
+* integer and boolean inputs (ids, masks): the values are perturbed (ids inside ``[0, vocab_size)``
+  or ``[0, max + 1)``, booleans flipped) and some output must change.
 
 ``allow_unused`` lists inputs that may legitimately be ignored (keys, positional indices or
 paths). Cost: one forward and backward, plus one forward per integer input or unused float
@@ -81,9 +81,12 @@ def check_inputs_used(model: nn.Module, inputs: Any, *, allow_unused: Any = (), 
                     why = "gradient None" if g is None else "gradient zero"
                 else:
                     why = "perturbed values"
-                bound = probing.vocab_bound(module, t, vocab_size) if not (t.is_floating_point() or t.dtype == torch.bool) else 2
-                if not t.is_floating_point() and t.dtype != torch.bool:
-                    bound = max(min(bound, int(t.max()) + 1 if t.numel() else 2), 2) if vocab_size is None else bound
+                # ids stay below vocab_size, else below max + 1 (a 0/1 mask flips; ids stay valid)
+                bound = 2
+                if not (t.is_floating_point() or t.dtype == torch.bool):
+                    bound = probing.vocab_bound(module, t, vocab_size)
+                    if vocab_size is None:
+                        bound = max(min(bound, int(t.max()) + 1 if t.numel() else 2), 2)
                 changed = _changed(base, calling.call(module, probing.replace(x, {p: probing.perturb(t, gen, bound)})))
                 if changed:
                     used.append((name, "perturbation"))
