@@ -150,6 +150,37 @@ class MaskedMeanPool(nn.Module):
         return self.head(s / (input_ids.shape[1] if self.bug else m.sum(1)))
 
 
+class AdditiveInputEncoder(nn.Module):
+    """Receives an additive mask (B, 1, T) of 0 / -inf and adds it to the scores; ``ignore`` drops it."""
+
+    def __init__(self, ignore=False):
+        super().__init__()
+        torch.manual_seed(0)
+        self.qkv, self.ignore = nn.Linear(D, 3 * D), ignore
+
+    def forward(self, x, attn_mask):
+        q, k, v = self.qkv(x).chunk(3, -1)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(D)
+        return (scores if self.ignore else scores + attn_mask).softmax(-1) @ v
+
+
+class PadIdMeanPool(nn.Module):
+    """Ids only, padding is id 0; the mask is derived inside. ``padded_length`` divides by T (the bug)."""
+
+    def __init__(self, padded_length=False):
+        super().__init__()
+        torch.manual_seed(0)
+        self.emb, self.bug = nn.Embedding(V, D), padded_length
+
+    def forward(self, input_ids):
+        m = (input_ids != 0)[..., None].float()
+        return (self.emb(input_ids) * m).sum(1) / (input_ids.shape[1] if self.bug else m.sum(1))
+
+
+def _additive():
+    return torch.zeros(B, 1, T).masked_fill(_pad_mask()[:, None, :], float("-inf"))
+
+
 def _pad_mask():
     pad = torch.zeros(B, T, dtype=torch.bool)
     pad[0, 5:] = True
@@ -403,7 +434,15 @@ CASES = [
     ModernCase("mask", "nn.TransformerEncoder with src_key_padding_mask", False,
                lambda: ("assertMaskInvariant", (torch_encoder(), {"src": _x(), "src_key_padding_mask": _pad_mask()}), {})),
     ModernCase("mask", "HF BertModel with attention_mask", False, lambda: ("assertMaskInvariant", (bert(), _hf_batch()), {})),
+    ModernCase("mask", "additive mask input never added", True,
+               lambda: ("assertMaskInvariant", (AdditiveInputEncoder(True), {"x": _x(), "attn_mask": _additive()}), {})),
+    ModernCase("mask", "additive mask input (B, 1, T) added to the scores", False,
+               lambda: ("assertMaskInvariant", (AdditiveInputEncoder(False), {"x": _x(), "attn_mask": _additive()}), {})),
     # padding
+    ModernCase("padding", "pad-id mean divided by the padded length", True,
+               lambda: ("assertPaddingInvariant", (PadIdMeanPool(True), _hf_batch()["input_ids"]), {"pad_id": 0})),
+    ModernCase("padding", "pad-id mean divided by the token count", False,
+               lambda: ("assertPaddingInvariant", (PadIdMeanPool(False), _hf_batch()["input_ids"]), {"pad_id": 0})),
     ModernCase("padding", "masked mean divided by the padded length", True,
                lambda: ("assertPaddingInvariant", (MaskedMeanPool(True), _hf_batch()), {})),
     ModernCase("padding", "attention never receives the mask (padding)", True,

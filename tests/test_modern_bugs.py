@@ -180,3 +180,59 @@ def test_battery_mask_and_initial_loss() -> None:
     assert {"test_mask_invariant", "test_padding_invariant"} <= masked
     big = {t.id().rsplit(".", 1)[-1] for t, _ in _run(Big).failures}
     assert "test_initial_loss" in big
+
+
+# ------------------------------------------------------------------ engine results, messages
+
+from tests.catalogue_modern import CausalConv, _feat, SqueezeHead  # noqa: E402
+from torchcheck_mixin import (  # noqa: E402
+    check_causal, check_gradcheck, check_inputs_used, check_labels_cover, check_mask_invariant,
+    check_single_sample_consistent,
+)
+from torchcheck_mixin.core import messages  # noqa: E402
+
+
+def test_causal_result_names_each_leaking_pair() -> None:
+    r = check_causal(CausalConv(True), _feat())
+    firsts = {}
+    for out_t, in_t, _, _ in r.leaks:
+        firsts.setdefault(in_t, out_t)
+    assert firsts == {k: k - 1 for k in range(1, 8)}  # a kernel of 3 padded 1|1 reaches one step ahead
+    assert (r.length, r.probes, r.forwards) == (8, 7, 1)
+    assert messages.describe_causal(r).splitlines()[0] == (
+        "Not causal: output t=0 <- input t=1 (a later input changes an earlier output)")
+
+
+def test_gradcheck_reports_every_input_and_parameter() -> None:
+    r = check_gradcheck(CubeLayer("sign"), torch.randn(3, 4))
+    assert [m.name for m in r.checked] == ["input", "param w"]
+    assert [m.bad > 0 for m in r.checked] == [False, True]
+    w = r.checked[1]
+    assert w.analytical == pytest.approx(-w.numerical, rel=1e-4)
+    assert r.forwards == 1 + 2 * (12 + 4)
+
+
+def test_gradcheck_leaves_the_module_in_float32() -> None:
+    layer = CubeLayer()
+    check_gradcheck(layer, torch.randn(3, 4))
+    assert layer.w.dtype == torch.float32 and layer.w.grad is None
+
+
+def test_single_sample_result_fields() -> None:
+    r = check_single_sample_consistent(SqueezeHead(True), torch.randn(5, 6), max_samples=2)
+    assert r.samples == (0, 4) and r.batch == 5 and len(r.findings) == 2
+
+
+def test_mask_result_counts_masked_positions() -> None:
+    r = check_mask_invariant(MaskedEncoder("ok"), {"x": _x(), "key_padding_mask": _pad_mask()})
+    assert (r.masked_positions, r.total_positions, r.convention, r.passed) == (8, 24, "pad", True)
+
+
+def test_inputs_used_result_says_how() -> None:
+    r = check_inputs_used(TwoTower(False), (torch.randn(4, 6), torch.randn(4, 5)))
+    assert r.used == (("inputs[0]", "gradient"), ("inputs[1]", "gradient")) and r.passed
+
+
+def test_labels_cover_unexpected_class() -> None:
+    r = check_labels_cover(_loader(), range(9), labels=1)
+    assert r.unexpected == (9,) and not r.passed

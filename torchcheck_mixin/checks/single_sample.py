@@ -37,7 +37,8 @@ def check_single_sample_consistent(model: nn.Module, inputs: Any, *, batch_dim: 
     batch = leaves[0].shape[batch_dim]
     if batch < 2:
         raise ValueError(f"inputs have batch size {batch}; at least 2 samples are needed to compare with one")
-    samples = sorted({0, batch - 1} | set(range(min(batch, max_samples))))[:max_samples]
+    # the first ones and always the last one (where a partial batch's odd sample sits)
+    samples = sorted(set(range(min(batch, max_samples) - 1)) | {batch - 1})
     findings: List[Finding] = []
 
     def take(i: int) -> Any:
