@@ -233,16 +233,18 @@ class ModelAssertionsMixin:
     # ------------------------------------------------------------- bugs of modern models
 
     def assertCausal(self, model: nn.Module, inputs: Any, *, dim: int = 1, input: Any = None, output: Any = None,
-                     vocab_size: Optional[int] = None, msg: Any = None) -> None:
+                     vocab_size: Optional[int] = None, batched: bool = True, msg: Any = None) -> None:
         """No output position depends on a later input position (one batched forward, eval mode).
 
         Token ids are perturbed inside the vocabulary, float features by noise, one position at a
         time; all probes run stacked in one batch. ``input``/``output`` select the sequence input
-        and output of dict models (``input="input_ids"``, ``output="logits"``).
+        and output of dict models (``input="input_ids"``, ``output="logits"``). ``batched=False``
+        runs one forward per probe instead (models that need a fixed batch size).
 
         >>> self.assertCausal(lm, {"input_ids": ids}, output="logits")
         """
-        result = check_causal(model, inputs, dim=dim, input=input, output=output, vocab_size=vocab_size)
+        result = check_causal(model, inputs, dim=dim, input=input, output=output, vocab_size=vocab_size,
+                              batched=batched)
         if not result.passed:
             self._torchcheck_fail(msg, messages.describe_causal(result))
 
