@@ -358,6 +358,18 @@ class IgnoresMask(nn.Module):
         return self.fc(h.mean(1))
 
 
+class GateByComparison(nn.Module):
+    """A float gate used only through ``> 0``: no gradient reaches it, yet it matters."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x, gate):
+        return self.fc(x) * (gate > 0).float()
+
+
 # ----------------------------------------------------------------------------- initial loss
 
 
@@ -480,6 +492,8 @@ CASES = [
     ModernCase("inputs_used", "two-tower model uses both", False,
                lambda: ("assertInputsUsed", (TwoTower(False), (torch.randn(4, 6), torch.randn(4, 5))), {})),
     ModernCase("inputs_used", "mask used", False, lambda: ("assertInputsUsed", (IgnoresMask(False), _hf_batch()), {})),
+    ModernCase("inputs_used", "float gate used only through a comparison", False,
+               lambda: ("assertInputsUsed", (GateByComparison(), (torch.randn(4, 6), torch.randn(4, 1))), {})),
     ModernCase("inputs_used", "ignored input declared in allow_unused", False,
                lambda: ("assertInputsUsed", (TwoTower(True), (torch.randn(4, 6), torch.randn(4, 5))), {"allow_unused": [1]})),
     # initial loss
