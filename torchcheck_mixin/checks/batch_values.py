@@ -15,8 +15,8 @@ or path tuple (``"image"``, ``0``, ``("inputs", "image")``).
 
 import itertools
 from collections import Counter
-from collections.abc import Iterable, Mapping
-from typing import Any, Iterator, List, Optional, Tuple
+from collections.abc import Iterable
+from typing import Any, Iterator, List, Optional
 
 import numpy as np
 import torch

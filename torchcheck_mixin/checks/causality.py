@@ -12,7 +12,7 @@ or ``K + 1`` forwards with ``batched=False``. Eval mode, no graph.
 """
 
 from collections.abc import Mapping
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -60,7 +60,6 @@ def check_causal(model: nn.Module, inputs: Any, *, dim: int = 1, input: Any = No
     """
     if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
         raise ValueError(f"dim must be an int >= 1 (the sequence dimension after the batch), got {dim!r}")
-    calling.check_callable(output if callable(output) else None, "output")
     module, _, x, gen = probing.prepare(model, inputs, seed)
     path = _default_input(x) if input is None else probing.find_leaf(x, input, "input")
     seq = probing.get(x, path)

@@ -117,7 +117,7 @@ def _compare(base: Any, probe: Any, masked: torch.Tensor, dim: int, length: int,
     return findings
 
 
-def _setup(model, inputs, mask, convention, dim, seed):
+def _setup(model: Any, inputs: Any, dim: Any, seed: int) -> Tuple[nn.Module, Any, torch.Generator]:
     if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
         raise ValueError(f"dim must be an int >= 1 (the sequence dimension after the batch), got {dim!r}")
     module, _, x, gen = probing.prepare(model, inputs, seed)
@@ -128,13 +128,13 @@ def check_mask_invariant(model: nn.Module, inputs: Any, *, mask: Any = None, con
                          dim: int = 1, input: Any = None, output: Any = None, vocab_size: Optional[int] = None,
                          seed: int = 0) -> MaskInvariantResult:
     """Changing masked positions leaves every unmasked output unchanged (see the module docstring)."""
-    module, x, gen = _setup(model, inputs, mask, convention, dim, seed)
+    module, x, gen = _setup(model, inputs, dim, seed)
     mpath = _mask_path(x, mask)
     m = probing.get(x, mpath)
     conv = _convention(mpath[-1] if mpath else "mask", m, convention)
     length = m.shape[-1]
-    seqs = [p for p in _sequence_paths(x, mpath, None or _batch(x, mpath), length, dim, input)]
     batch = _batch(x, mpath)
+    seqs = _sequence_paths(x, mpath, batch, length, dim, input)
     masked = _masked(m, conv, batch)
     if not bool(masked.any()):
         raise ValueError(f"mask {probing.input_name(mpath, x)} ({conv}) masks nothing: give inputs with padded "
@@ -173,7 +173,7 @@ def check_padding_invariant(model: nn.Module, inputs: Any, *, mask: Any = None, 
     """Appending ``extra`` padded positions leaves the original unmasked and pooled outputs unchanged."""
     if isinstance(extra, bool) or not isinstance(extra, int) or extra < 1:
         raise ValueError(f"extra must be an int >= 1 (padded positions to append), got {extra!r}")
-    module, x, gen = _setup(model, inputs, mask, convention, dim, seed)
+    module, x, gen = _setup(model, inputs, dim, seed)
     if mask is None and pad_id is not None:
         mpath = None
         ipath = probing.find_leaf(x, input, "input") if input is not None else trees.tensor_leaves(x)[0][0]
