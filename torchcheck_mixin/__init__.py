@@ -45,6 +45,24 @@ from .checks.determinism import check_deterministic
 from .checks.finite import check_all_finite, check_output_range
 from .checks.state_dict import check_state_dict_round_trip
 from .core.trees import ANY
+from .checks.batch_values import check_batch_values, check_labels_cover
+from .checks.causality import check_causal
+from .checks.gradcheck import check_gradcheck
+from .checks.initial_loss import check_initial_loss
+from .checks.inputs_used import check_inputs_used
+from .checks.masks import check_mask_invariant, check_padding_invariant
+from .checks.single_sample import check_single_sample_consistent
+from .core.results import (
+    BatchValuesResult,
+    CausalityResult,
+    GradcheckResult,
+    InitialLossResult,
+    InputsUsedResult,
+    JacobianMismatch,
+    LabelCoverageResult,
+    MaskInvariantResult,
+    SingleSampleResult,
+)
 
 __version__ = "0.1.0"
 
@@ -77,5 +95,23 @@ __all__ = [
     "ParameterSummary",
     "ParameterUpdateReport",
     "ValueCheckResult",
+    "check_batch_values",
+    "check_causal",
+    "check_gradcheck",
+    "check_initial_loss",
+    "check_inputs_used",
+    "check_labels_cover",
+    "check_mask_invariant",
+    "check_padding_invariant",
+    "check_single_sample_consistent",
+    "BatchValuesResult",
+    "CausalityResult",
+    "GradcheckResult",
+    "InitialLossResult",
+    "InputsUsedResult",
+    "JacobianMismatch",
+    "LabelCoverageResult",
+    "MaskInvariantResult",
+    "SingleSampleResult",
     "__version__",
 ]

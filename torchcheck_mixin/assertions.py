@@ -38,6 +38,13 @@ from .checks.updates import check_parameters_updated
 from .checks.determinism import check_deterministic
 from .checks.finite import check_all_finite, check_output_range
 from .checks.state_dict import check_state_dict_round_trip
+from .checks.batch_values import check_batch_values, check_labels_cover
+from .checks.causality import check_causal
+from .checks.gradcheck import check_gradcheck
+from .checks.initial_loss import check_initial_loss
+from .checks.inputs_used import check_inputs_used
+from .checks.masks import check_mask_invariant, check_padding_invariant
+from .checks.single_sample import check_single_sample_consistent
 
 __unittest = True
 
@@ -228,6 +235,115 @@ class ModelAssertionsMixin:
         if not result.passed:
             self._torchcheck_fail(msg, messages.describe_state_dict_round_trip(result))
 
+
+    # ------------------------------------------------------------- bugs of modern models
+
+    def assertCausal(self, model: nn.Module, inputs: Any, *, dim: int = 1, input: Any = None, output: Any = None,
+                     vocab_size: Optional[int] = None, batched: bool = True, msg: Any = None) -> None:
+        """No output position depends on a later input position (one batched forward, eval mode).
+
+        Token ids are perturbed inside the vocabulary, float features by noise, one position at a
+        time; all probes run stacked in one batch. ``input``/``output`` select the sequence input
+        and output of dict models (``input="input_ids"``, ``output="logits"``). ``batched=False``
+        runs one forward per probe instead (models that need a fixed batch size).
+
+        >>> self.assertCausal(lm, {"input_ids": ids}, output="logits")
+        """
+        result = check_causal(model, inputs, dim=dim, input=input, output=output, vocab_size=vocab_size,
+                              batched=batched)
+        if not result.passed:
+            self._torchcheck_fail(msg, messages.describe_causal(result))
+
+    def assertMaskInvariant(self, model: nn.Module, inputs: Any, *, mask: Any = None, convention: Optional[str] = None,
+                            dim: int = 1, input: Any = None, output: Any = None, vocab_size: Optional[int] = None,
+                            msg: Any = None) -> None:
+        """Changing what sits at masked positions leaves every unmasked output unchanged (two forwards).
+
+        ``convention``: ``"keep"`` (HF ``attention_mask``, 1 keeps), ``"pad"`` (``key_padding_mask``,
+        True pads), ``"additive"`` (-inf / large negative); inferred from the key name or dtype.
+
+        >>> self.assertMaskInvariant(encoder, {"src": x, "src_key_padding_mask": pad})
+        """
+        result = check_mask_invariant(model, inputs, mask=mask, convention=convention, dim=dim, input=input,
+                                      output=output, vocab_size=vocab_size)
+        if not result.passed:
+            self._torchcheck_fail(msg, messages.describe_mask_invariant(result))
+
+    def assertPaddingInvariant(self, model: nn.Module, inputs: Any, *, mask: Any = None,
+                               convention: Optional[str] = None, pad_id: Optional[int] = None, extra: int = 3,
+                               dim: int = 1, input: Any = None, output: Any = None, msg: Any = None) -> None:
+        """Appending ``extra`` padded positions changes no original unmasked or pooled output (two forwards).
+
+        >>> self.assertPaddingInvariant(model, {"input_ids": ids, "attention_mask": am})
+        """
+        result = check_padding_invariant(model, inputs, mask=mask, convention=convention, pad_id=pad_id, extra=extra,
+                                         dim=dim, input=input, output=output)
+        if not result.passed:
+            self._torchcheck_fail(msg, messages.describe_mask_invariant(result))
+
+    def assertSingleSampleConsistent(self, model: nn.Module, inputs: Any, *, batch_dim: int = 0,
+                                     max_samples: int = 4, msg: Any = None) -> None:
+        """Each sample run alone gives its row of the batched output, shape and values (1 + k forwards).
+
+        >>> self.assertSingleSampleConsistent(model, torch.randn(8, 3))
+        """
+        result = check_single_sample_consistent(model, inputs, batch_dim=batch_dim, max_samples=max_samples)
+        if not result.passed:
+            self._torchcheck_fail(msg, messages.describe_single_sample(result))
+
+    def assertGradcheck(self, module_or_function: Any, inputs: Any, *, eps: float = 1e-6, atol: float = 1e-5,
+                        rtol: float = 1e-3, parameters: bool = True, msg: Any = None) -> None:
+        """Analytical Jacobians match finite differences for every input and parameter (float64 copy).
+
+        >>> self.assertGradcheck(MyFunction.apply, torch.randn(3, 4))
+        """
+        result = check_gradcheck(module_or_function, inputs, eps=eps, atol=atol, rtol=rtol, parameters=parameters)
+        if not result.passed:
+            self._torchcheck_fail(msg, messages.describe_gradcheck(result))
+
+    def assertInputsUsed(self, model: nn.Module, inputs: Any, *, allow_unused: Any = (),
+                         vocab_size: Optional[int] = None, msg: Any = None) -> None:
+        """Every input tensor (each argument, each dict key) influences the output.
+
+        >>> self.assertInputsUsed(two_tower, (query, doc))
+        """
+        result = check_inputs_used(model, inputs, allow_unused=allow_unused, vocab_size=vocab_size)
+        if not result.passed:
+            self._torchcheck_fail(msg, messages.describe_inputs_used(result))
+
+    def assertInitialLoss(self, model: nn.Module, inputs: Any, target: Any, *, num_classes: Optional[int] = None,
+                          expected: Optional[float] = None, loss_fn: Optional[Callable] = None, rtol: float = 0.25,
+                          msg: Any = None) -> None:
+        """The untrained classifier's loss is within ``rtol`` of ln C (or ``expected``); one forward.
+
+        >>> self.assertInitialLoss(classifier, x, y)
+        """
+        result = check_initial_loss(model, inputs, target, num_classes=num_classes, expected=expected,
+                                    loss_fn=loss_fn, rtol=rtol)
+        if not result.passed:
+            self._torchcheck_fail(msg, messages.describe_initial_loss(result))
+
+    def assertBatchValues(self, batch_or_loader: Any, *, value_range: Any = None, labels: Any = None,
+                          num_classes: Optional[int] = None, ignore_index: Optional[int] = -100,
+                          max_batches: Optional[int] = None, msg: Any = None) -> None:
+        """Leaves lie in their ``value_range`` and labels are classes or ``ignore_index``.
+
+        >>> self.assertBatchValues(loader, value_range={0: (0, 1)}, labels=1, num_classes=10)
+        """
+        result = check_batch_values(batch_or_loader, value_range=value_range, labels=labels, num_classes=num_classes,
+                                    ignore_index=ignore_index, max_batches=max_batches)
+        if not result.passed:
+            self._torchcheck_fail(msg, messages.describe_batch_values(result))
+
+    def assertLabelsCover(self, loader: Any, classes: Any, *, labels: Any = -1, ignore_index: Optional[int] = -100,
+                          max_batches: Optional[int] = None, msg: Any = None) -> None:
+        """The labels a loader yields cover every class of ``classes`` (an int C or ids) and no other.
+
+        >>> self.assertLabelsCover(loader, classes=range(10))
+        """
+        result = check_labels_cover(loader, classes, labels=labels, ignore_index=ignore_index, max_batches=max_batches)
+        if not result.passed:
+            self._torchcheck_fail(msg, messages.describe_labels_cover(result))
 
 class ModelTestCase(ModelAssertionsMixin, unittest.TestCase):
     """A ``unittest.TestCase`` with the model assertions."""

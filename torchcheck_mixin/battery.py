@@ -60,6 +60,16 @@ BATTERY_TESTS: Tuple[str, ...] = (
     "can_overfit_batch",
 )
 
+# Generated only when the configuration has what they need (the attribute named on the right).
+CONDITIONAL_TESTS: Tuple[Tuple[str, str], ...] = (
+    ("single_sample_consistent", "input_factory"),
+    ("inputs_used", "input_factory"),
+    ("causal", "causal_dim"),
+    ("mask_invariant", "mask_key"),
+    ("padding_invariant", "mask_key"),
+    ("initial_loss", "num_classes"),
+)
+
 
 class ModelBattery(ModelTestCase):
     """Set the class attributes below in a subclass to inherit the standard model tests."""
@@ -79,12 +89,20 @@ class ModelBattery(ModelTestCase):
     overfit_steps: int = 50
     overfit_min_decrease: float = 0.5
     output_range: Any = None  # (low, high) for assertOutputRange, optional
+    allow_unused_inputs: Any = ()  # inputs the model may ignore (assertInputsUsed)
+    causal_dim: Any = None  # the sequence dimension of a causal model: generates test_causal
+    mask_key: Any = None  # the mask among the inputs: generates test_mask_invariant / test_padding_invariant
+    mask_convention: Any = None  # "keep", "pad" or "additive"; inferred when None
+    num_classes: Any = None  # with target_factory: generates test_initial_loss
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if cls._battery_configured():
             for name in BATTERY_TESTS:
                 if f"test_{name}" not in cls.__dict__:
+                    setattr(cls, f"test_{name}", _make(name))
+            for name, needs in CONDITIONAL_TESTS:
+                if getattr(cls, needs, None) is not None and f"test_{name}" not in cls.__dict__:
                     setattr(cls, f"test_{name}", _make(name))
 
     @classmethod
@@ -201,3 +219,27 @@ class ModelBattery(ModelTestCase):
         self.assertCanOverfitBatch(self._model(), self._inputs(), self._target(), loss_fn=self._loss(),
                                    steps=self.overfit_steps, min_decrease=self.overfit_min_decrease)
 
+    # ----------------------------------------------------------------- modern-bug tests
+
+    def _battery_single_sample_consistent(self) -> None:
+        if self.batch_dependent:
+            self.skipTest("batch_dependent = True: the model mixes samples on purpose")
+        self.assertSingleSampleConsistent(self._model(), self._inputs())
+
+    def _battery_inputs_used(self) -> None:
+        self.assertInputsUsed(self._model(), self._inputs(), allow_unused=self.allow_unused_inputs)
+
+    def _battery_causal(self) -> None:
+        self.assertCausal(self._model(), self._inputs(), dim=self.causal_dim)
+
+    def _battery_mask_invariant(self) -> None:
+        self.assertMaskInvariant(self._model(), self._inputs(), mask=self.mask_key, convention=self.mask_convention)
+
+    def _battery_padding_invariant(self) -> None:
+        self.assertPaddingInvariant(self._model(), self._inputs(), mask=self.mask_key, convention=self.mask_convention)
+
+    def _battery_initial_loss(self) -> None:
+        if type(self).target_factory is None:
+            self.skipTest("set target_factory to check the loss at initialisation")
+        self.assertInitialLoss(self._model(), self._inputs(), self._target(), num_classes=self.num_classes,
+                               loss_fn=self._loss())

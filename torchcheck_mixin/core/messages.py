@@ -475,3 +475,127 @@ def describe_parameter_count(result: ParameterCountResult) -> str:
         lines.append("possibly unregistered (never counted, trained or saved):")
         lines += capped(["  " + x for x in result.suspects])
     return block(head, lines)
+
+
+# ------------------------------------------------------------ messages of the modern-bug checks
+
+from .results import (BatchValuesResult, CausalityResult, GradcheckResult, InitialLossResult,  # noqa: E402
+                      InputsUsedResult, LabelCoverageResult, MaskInvariantResult, SingleSampleResult)
+
+
+def describe_causal(result: CausalityResult) -> str:
+    t, k, name, diff = result.leaks[0]
+    head = f"Not causal: output t={t} <- input t={k} (a later input changes an earlier output)"
+    firsts = {}
+    for o, i, _, _ in result.leaks:
+        firsts.setdefault(i, o)
+    lines = [f"{name}: max |diff| {number(diff)} at positions before t={k} after perturbing {result.input} at t={k}",
+             f"leaking input positions: {ratio(len(firsts), result.probes)} probed; "
+             + cut(", ".join(f"input t={i} -> output t={o}" for i, o in sorted(firsts.items())), 200),
+             f"model {result.model}, sequence length {result.length}, {plural(result.forwards, 'forward')} in eval mode",
+             "typical causes: attention without its causal mask (is_causal=True / a tril mask), a transposed mask, "
+             "a convolution padded on both sides (pad only the left: F.pad(x, (k - 1, 0)))"]
+    return block(head, lines)
+
+
+def describe_mask_invariant(result: MaskInvariantResult) -> str:
+    if result.check == "mask":
+        head = (f"Masked positions leak into unmasked outputs: changing {result.masked_positions} masked "
+                f"positions changed {_count(len(result.findings), 'output leaf', 'output leaves')}")
+        cause = ("typical causes: the mask never reaches the attention, an inverted mask (1 - mask, or ~mask), "
+                 "the mask applied to the query axis instead of the key axis")
+    else:
+        head = (f"Outputs change when padding is appended: {_count(len(result.findings), 'output leaf', 'output leaves')} "
+                f"changed at the original positions")
+        cause = ("typical causes: a masked mean divided by the padded length (divide by mask.sum(dim)), "
+                 "pooling over padded positions, the mask not passed to the model")
+    lines = [f"{f.path}: {f.detail}" for f in result.findings]
+    lines = capped(lines) + [
+        f"mask {result.mask} ({result.convention}); perturbed: {', '.join(result.perturbed)}; "
+        f"masked positions {ratio(result.masked_positions, result.total_positions)}; model {result.model}", cause]
+    return block(head, lines)
+
+
+def describe_single_sample(result: SingleSampleResult) -> str:
+    head = (f"A sample run alone differs from its row of the batch: {_count(len(result.findings), 'mismatch', 'mismatches')} "
+            f"over {plural(len(result.samples), 'sample')} of a batch of {result.batch}")
+    lines = capped([f"{f.path}: {f.detail}" for f in result.findings])
+    lines += [f"model {result.model}, eval mode",
+              "typical causes: .squeeze() dropping the batch dimension at B=1 (use .squeeze(-1)), a layer skipped "
+              "when x.size(0) == 1, a reshape with a hard-coded batch size"]
+    return block(head, lines)
+
+
+def describe_gradcheck(result: GradcheckResult) -> str:
+    bad = result.failures
+    head = (f"Backward does not match finite differences for {ratio(len(bad), len(result.checked))} inputs/parameters "
+            f"(float64 copy, |analytical - numerical| <= {number(result.atol)} + {number(result.rtol)} * |numerical|)")
+    lines = capped([f"{m.name} {format_shape(m.shape)}: max |diff| {number(m.max_abs)}, {ratio(m.bad, m.total)} "
+                    f"Jacobian entries off; worst d out[{m.worst[0]}] / d elem[{m.worst[1]}]: analytical "
+                    f"{number(m.analytical)}, numerical {number(m.numerical)}" for m in bad])
+    ok = [m.name for m in result.checked if not m.bad]
+    if ok:
+        lines.append("correct: " + cut(", ".join(ok), 200))
+    lines += [f"{result.model}, eps {number(result.eps)}, {plural(result.forwards, 'forward')}",
+              "typical causes in a custom autograd.Function: a missing factor (chain rule), a flipped sign, a "
+              "gradient reduced or broadcast over the wrong dimension"]
+    return block(head, lines)
+
+
+def describe_inputs_used(result: InputsUsedResult) -> str:
+    n = len(result.used) + len(result.unused)
+    head = f"Inputs that do not influence the output: {ratio(len(result.unused), n)}"
+    lines = capped([f"{name}: {why}" for name, why in result.unused])
+    if result.used:
+        lines.append("used: " + cut(", ".join(name for name, _ in result.used), 200))
+    lines += [f"model {result.model}, eval mode",
+              "typical causes: forward reads a cached tensor (self.x) instead of its argument, a branch whose "
+              "result is never added to the output; declare legitimate ones with allow_unused=[...]"]
+    return block(head, lines)
+
+
+def describe_initial_loss(result: InitialLossResult) -> str:
+    side = "above" if result.loss > result.expected else "below"
+    head = (f"Loss at initialisation {number(result.loss)} is far {side} {result.source} = {number(result.expected)} "
+            f"(allowed +-{100 * result.rtol:.0f}%)")
+    lines = [f"logits std {number(result.logit_std)}, {result.num_classes} classes; model {result.model}, eval mode"]
+    if side == "above":
+        lines.append("an untrained classifier should predict nearly uniformly: initialise the head with a small std "
+                     "(nn.init.normal_(head.weight, std=0.02)) or zeros, drop a logit scale, check tanh/sigmoid saturation")
+    else:
+        lines.append("a loss this low before training suggests the target leaks into the inputs or a wrong loss")
+    return block(head, lines)
+
+
+def describe_batch_values(result: BatchValuesResult) -> str:
+    head = f"Batch values out of bounds: {_count(len(result.findings), 'finding', 'findings')} in {_count(result.batches, 'batch', 'batches')} read"
+    lines = capped([f"{f.path}: {f.detail}" for f in result.findings])
+    lines += ["checked: " + ", ".join(result.checked),
+              "typical causes: images left in 0-255 (ToTensor/ / 255 missing), label padding with -1 or 0 where the "
+              "loss ignores -100 (pass ignore_index to the loss or pad with it)"]
+    return block(head, lines)
+
+
+def describe_labels_cover(result: LabelCoverageResult) -> str:
+    parts = []
+    if result.missing:
+        parts.append(f"{ratio(len(result.missing), len(result.expected))} expected classes never seen")
+    if result.unexpected:
+        parts.append(f"{_count(len(result.unexpected), 'unexpected class', 'unexpected classes')} seen")
+    if not result.samples:
+        parts.append("no labels read")
+    head = "Labels do not cover the expected classes: " + "; ".join(parts)
+    lines = []
+    if result.missing:
+        lines.append("missing: " + cut(", ".join(map(str, result.missing)), 200))
+    if result.unexpected:
+        lines.append("unexpected: " + cut(", ".join(map(str, result.unexpected)), 200))
+    lines.append(f"{result.samples:,} labels in {_count(result.batches, 'batch', 'batches')}; counts: "
+                 + cut(", ".join(f"{c}: {n}" for c, n in result.counts), 200))
+    lines.append("typical causes: a filtered or truncated dataset, a sampler or split that never reaches some "
+                 "classes, labels offset by one")
+    return block(head, lines)
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n:,} {one if n == 1 else many}"

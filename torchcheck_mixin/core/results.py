@@ -347,3 +347,139 @@ class ValueCheckResult:
     @property
     def passed(self) -> bool:
         return self.leaves_checked > 0 and not self.findings
+
+
+# ------------------------------------------------------------ results of the modern-bug checks
+
+
+@dataclass(frozen=True)
+class CausalityResult:
+    """Which output positions changed when only later input positions changed."""
+
+    model: str
+    input: str
+    length: int
+    probes: int  # input positions perturbed
+    forwards: int
+    leaks: Tuple[Tuple[int, int, str, float], ...]  # (output t, input t, output leaf, max |diff|)
+
+    @property
+    def passed(self) -> bool:
+        return self.probes > 0 and not self.leaks
+
+
+@dataclass(frozen=True)
+class MaskInvariantResult:
+    """Unmasked outputs that changed when masked or padded positions changed."""
+
+    check: str  # "mask" or "padding"
+    model: str
+    mask: str
+    convention: str
+    masked_positions: int
+    total_positions: int
+    perturbed: Tuple[str, ...]
+    findings: Tuple[Finding, ...]
+
+    @property
+    def passed(self) -> bool:
+        return self.masked_positions > 0 and bool(self.perturbed) and not self.findings
+
+
+@dataclass(frozen=True)
+class SingleSampleResult:
+    """Outputs of samples run alone that differ from their rows of the batched run."""
+
+    model: str
+    batch: int
+    samples: Tuple[int, ...]
+    findings: Tuple[Finding, ...]
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.samples) and not self.findings
+
+
+@dataclass(frozen=True)
+class JacobianMismatch:
+    name: str  # "input[0]" or "param fc.weight"
+    shape: Tuple[int, ...]
+    max_abs: float
+    max_rel: float
+    bad: int
+    total: int
+    worst: Tuple[int, int]  # (output index, input element index), flat
+    analytical: float
+    numerical: float
+
+
+@dataclass(frozen=True)
+class GradcheckResult:
+    model: str
+    checked: Tuple[JacobianMismatch, ...]  # every input and parameter, mismatching or not
+    atol: float
+    rtol: float
+    eps: float
+    forwards: int
+
+    @property
+    def failures(self) -> Tuple[JacobianMismatch, ...]:
+        return tuple(m for m in self.checked if m.bad)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.checked) and not self.failures
+
+
+@dataclass(frozen=True)
+class InputsUsedResult:
+    model: str
+    used: Tuple[Tuple[str, str], ...]  # (input, how it was seen: "gradient"/"perturbation")
+    unused: Tuple[Tuple[str, str], ...]  # (input, evidence)
+    allowed: Tuple[str, ...]
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.used) and not self.unused
+
+
+@dataclass(frozen=True)
+class InitialLossResult:
+    model: str
+    loss: float
+    expected: float
+    rtol: float
+    num_classes: Optional[int]
+    logit_std: float
+    source: str  # where ``expected`` came from
+
+    @property
+    def passed(self) -> bool:
+        return self.loss == self.loss and abs(self.loss - self.expected) <= self.rtol * abs(self.expected)
+
+
+@dataclass(frozen=True)
+class BatchValuesResult:
+    """Value ranges and label validity over the batches read."""
+
+    batches: int
+    checked: Tuple[str, ...]
+    findings: Tuple[Finding, ...]
+
+    @property
+    def passed(self) -> bool:
+        return self.batches > 0 and bool(self.checked) and not self.findings
+
+
+@dataclass(frozen=True)
+class LabelCoverageResult:
+    batches: int
+    samples: int
+    expected: Tuple[int, ...]
+    missing: Tuple[int, ...]
+    unexpected: Tuple[int, ...]
+    counts: Tuple[Tuple[int, int], ...]
+
+    @property
+    def passed(self) -> bool:
+        return self.samples > 0 and not self.missing and not self.unexpected
