@@ -52,6 +52,10 @@ class Trace:
     hints: Dict[str, str]
     outputs: Dict[str, List[torch.Tensor]]
     grads: Dict[str, Dict[str, torch.Tensor]]
+    dtypes: Dict[str, torch.dtype] = None  # each module's first output dtype, before the float64 copy
+    error: str = ""  # what run() raised, when raising=False
+    in_dtypes: Dict[str, torch.dtype] = None  # each module's first floating input dtype
+    called: List[str] = None  # modules in the order their forward started
 
 
 def _first_float(value: Any) -> Optional[torch.Tensor]:
@@ -61,9 +65,14 @@ def _first_float(value: Any) -> Optional[torch.Tensor]:
     return None
 
 
-def trace(model: nn.Module, run: Callable[[], Any], *, grads: bool = True) -> Trace:
-    """Run ``run()`` with forward hooks on every submodule of ``model`` (a copy) and record."""
+def trace(model: nn.Module, run: Callable[[], Any], *, grads: bool = True, raising: bool = True) -> Trace:
+    """Run ``run()`` with forward hooks on every submodule of ``model`` (a copy) and record.
+
+    ``raising=False``: a ``RuntimeError`` of ``run()`` (a dtype clash) is kept in ``Trace.error``.
+    """
     order: List[str] = []
+    dtypes: Dict[str, torch.dtype] = {}
+    error = ""
     outputs: Dict[str, List[torch.Tensor]] = {}
     named = [(n or "<root>", m) for n, m in model.named_modules()]
     handles = []
@@ -76,13 +85,32 @@ def trace(model: nn.Module, run: Callable[[], Any], *, grads: bool = True) -> Tr
             if name not in outputs:
                 order.append(name)
                 outputs[name] = []
+                dtypes[name] = t.dtype
             outputs[name].append(t.detach().to("cpu", torch.float64, copy=True))
         return hook
 
+    in_dtypes: Dict[str, torch.dtype] = {}
+    called: List[str] = []
+
+    def make_pre(name: str):
+        def pre(_m: nn.Module, args: Any) -> None:
+            if name in in_dtypes:
+                return
+            t = _first_float(args)
+            if t is not None:
+                in_dtypes[name] = t.dtype
+                called.append(name)
+        return pre
+
     for name, m in named:
         handles.append(m.register_forward_hook(make(name)))
+        handles.append(m.register_forward_pre_hook(make_pre(name)))
     try:
         run()
+    except RuntimeError as e:
+        if raising:
+            raise
+        error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
     finally:
         for h in handles:
             h.remove()
@@ -95,7 +123,7 @@ def trace(model: nn.Module, run: Callable[[], Any], *, grads: bool = True) -> Tr
                 gradients[name] = own
     types = {n: type(m).__name__ for n, m in named}
     hints = {n: hint_for(m) for n, m in named}
-    return Trace(order, types, hints, outputs, gradients)
+    return Trace(order, types, hints, outputs, gradients, dtypes, error, in_dtypes, called)
 
 
 def _joined(ts: List[torch.Tensor]) -> Optional[torch.Tensor]:
