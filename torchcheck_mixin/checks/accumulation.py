@@ -154,6 +154,11 @@ def check_accumulation_equivalent(model: nn.Module, inputs: Any, target: Any = N
                 notes.append(f"the accumulated gradients are 1/{k} of the full batch's (micro_batches={k}): the loss "
                              f"sums over samples (reduction='sum') while the step divides it by {k}; use "
                              f"reduction='mean' (or drop the / {k})")
+            elif scale is not None and abs(scale - 1) > 0.05 and not divergence.compare_tensors(
+                    [(n, g * scale) for n, g in gf], ga, 1e-3, 1e-12)[1]:
+                notes.append(f"the accumulated gradients are {scale:.3g}x the full batch's, in every parameter: the "
+                             f"step scales its loss differently from the full-batch loss, typically a loss that sums "
+                             f"where it should average (reduction='sum'); use reduction='mean' and divide by {k}")
             _, last_d, _, _, _ = run(batchnorm == "eval", only_last=True)
             for c in (1.0, float(k)):
                 if not divergence.compare_tensors([(n, last_d[n] * c) for n, _ in gf], ga, 1e-4, 1e-12)[1]:

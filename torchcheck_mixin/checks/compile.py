@@ -92,6 +92,7 @@ def check_compile_parity(model: nn.Module, inputs: Any, target: Any = None, *, l
 
     lines: List[str] = []
     notes: List[str] = []
+    cpu_rng = torch.get_rng_state()  # dynamo's first compile draws from it outside any fork
     try:
         with rng_guard(cuda_devices(list(root.parameters())), seed):
             gen = calling.make_generator(seed, device)
@@ -185,6 +186,7 @@ def check_compile_parity(model: nn.Module, inputs: Any, target: Any = None, *, l
                                  "unsupported call; use torch.where / torch.cond or move it out of forward")
     finally:
         torch._dynamo.reset()
+        torch.set_rng_state(cpu_rng)
     return EquivalenceResult("compile", compared, tuple(lines), div, tuple(notes), rtol=tol, atol=atol,
                              details=(("backend", backend if isinstance(backend, str) else getattr(backend, "__name__", "callable")),
                                       ("graphs", first_graphs)))
