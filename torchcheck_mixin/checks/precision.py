@@ -114,7 +114,7 @@ def check_autocast_parity(model: nn.Module, inputs: Any, target: Any = None, *, 
             with torch.autocast(device.type, dtype=dtype):
                 loss = compute_loss(calling.call(twin, x), y, loss_fn, gen)
             (scaler.scale(loss) if scaler is not None else loss).backward()
-            compared += 1
+            compared += 2  # the loss and the gradients
             if not bool(torch.isfinite(loss.detach()).all()):
                 lines.append(f"training step: the loss under autocast is {float(loss.detach()):.3g}")
             bad = [n for n, p in twin.named_parameters() if p.grad is not None and not bool(torch.isfinite(p.grad).all())]

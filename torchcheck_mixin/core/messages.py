@@ -452,12 +452,13 @@ def describe_equivalence(result: "EquivalenceResult") -> str:
              else f"{head}: {result.mismatches[0]}"]
     if result.expected_difference:
         lines.append(f"{INDENT}expected, not a bug: {result.expected_difference}")
-    lines += [f"{INDENT}{m}" for m in capped(list(result.mismatches))]
+    listed = list(result.mismatches)[1:] if lines[0].endswith(result.mismatches[0]) else list(result.mismatches)
+    lines += [f"{INDENT}{m}" for m in capped(listed)]
     d = result.divergence
     if d is not None:
         by = "" if d.max_abs_diff == float("inf") and not d.scale and "dtype" in d.what else \
             (" (inf/NaN where the reference is finite)" if d.max_abs_diff == float("inf")
-             else f" by {number(d.max_abs_diff)} (max |reference| {number(d.scale)})")
+             else f" by {number(d.max_abs_diff)}" + (f" (max |reference| {number(d.scale)})" if d.scale else ""))
         kind = f" ({d.module_type})" if d.module_type else ""
         lines.append(f"{INDENT}first divergence: {d.module}{kind}, {d.what}{by}")
         if d.hint:
