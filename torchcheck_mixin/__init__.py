@@ -43,6 +43,12 @@ from .checks.overfit import check_can_overfit_batch
 from .checks.updates import check_parameters_updated
 from .checks.determinism import check_deterministic
 from .checks.finite import check_all_finite, check_output_range
+from .checks.accumulation import check_accumulation_equivalent
+from .checks.resume import check_resume_equivalent
+from .checks.compile import check_compile_parity
+from .checks.precision import check_autocast_parity, check_precision_parity
+from .checks.moves import check_moves_with_model
+from .core.results import Divergence, EquivalenceResult, MoveResult
 from .checks.state_dict import check_state_dict_round_trip
 from .core.trees import ANY
 from .checks.batch_values import check_batch_values, check_labels_cover
@@ -113,5 +119,14 @@ __all__ = [
     "LabelCoverageResult",
     "MaskInvariantResult",
     "SingleSampleResult",
+    "check_accumulation_equivalent",
+    "check_resume_equivalent",
+    "check_compile_parity",
+    "check_autocast_parity",
+    "check_precision_parity",
+    "check_moves_with_model",
+    "Divergence",
+    "EquivalenceResult",
+    "MoveResult",
     "__version__",
 ]

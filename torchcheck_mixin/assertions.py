@@ -344,6 +344,107 @@ class ModelAssertionsMixin:
         result = check_labels_cover(loader, classes, labels=labels, ignore_index=ignore_index, max_batches=max_batches)
         if not result.passed:
             self._torchcheck_fail(msg, messages.describe_labels_cover(result))
+    # ------------------------------------------------------------ equivalence checks (issue 16)
+
+    def _torchcheck_equivalence(self, result: Any, msg: Any) -> Any:
+        if result.skipped_reason:
+            raise unittest.SkipTest(result.skipped_reason)
+        if not result.passed:
+            self._torchcheck_fail(msg, messages.describe_equivalence(result))
+        return result
+
+    def assertAccumulationEquivalent(self, model: nn.Module, inputs: Any, target: Any = None, *, micro_batches: int = 2,
+                                     loss_fn: Optional[Callable] = None, step_fn: Optional[Callable] = None,
+                                     rtol: Optional[float] = None, atol: float = 0.0, batchnorm: str = "explain",
+                                     msg: Any = None) -> Any:
+        """``micro_batches`` accumulated micro-batches give the full batch's gradients (on copies).
+
+        ``step_fn(model, [(inputs_i, target_i), ...])`` is your accumulation loop (forward, loss
+        scaled as you scale it, backward; no optimizer step); default: mean loss / k per slice.
+        Cost: about two training steps. BatchNorm in train mode is reported as an expected
+        difference; ``batchnorm="eval"`` checks the rest.
+
+        >>> self.assertAccumulationEquivalent(model, x, y, micro_batches=4)
+        """
+        from .checks.accumulation import check_accumulation_equivalent
+
+        return self._torchcheck_equivalence(check_accumulation_equivalent(
+            model, inputs, target, micro_batches=micro_batches, loss_fn=loss_fn, step_fn=step_fn, rtol=rtol, atol=atol,
+            batchnorm=batchnorm), msg)
+
+    def assertResumeEquivalent(self, model_factory: Callable, optimizer_factory: Callable, data: Any, *,
+                               steps_before: int = 2, steps_after: int = 2, scheduler_factory: Optional[Callable] = None,
+                               scaler_factory: Optional[Callable] = None, loss_fn: Optional[Callable] = None,
+                               save_fn: Optional[Callable] = None, load_fn: Optional[Callable] = None,
+                               tolerance: float = 0.0, msg: Any = None) -> Any:
+        """Save after ``steps_before`` steps, rebuild from the factories, load, ``steps_after`` steps:
+        equal (bitwise by default) to uninterrupted training. Cost: 2 x (n + m) training steps.
+
+        >>> self.assertResumeEquivalent(make_model, lambda m: torch.optim.Adam(m.parameters()), batches,
+        ...                             save_fn=my_save, load_fn=my_load)
+        """
+        from .checks.resume import check_resume_equivalent
+
+        return self._torchcheck_equivalence(check_resume_equivalent(
+            model_factory, optimizer_factory, data, steps_before=steps_before, steps_after=steps_after,
+            scheduler_factory=scheduler_factory, scaler_factory=scaler_factory, loss_fn=loss_fn, save_fn=save_fn,
+            load_fn=load_fn, tolerance=tolerance), msg)
+
+    def assertCompileParity(self, model: nn.Module, inputs: Any, target: Any = None, *,
+                            loss_fn: Optional[Callable] = None, rtol: Optional[float] = None,
+                            atol: Optional[float] = None, backend: Any = "inductor", check_graph_breaks: bool = False,
+                            dynamic_shapes: Any = None, train: bool = False, msg: Any = None) -> Any:
+        """Outputs and gradients of ``torch.compile(copy)`` match eager; optionally no graph break and
+        no recompile over ``dynamic_shapes``. Skips (``unittest.SkipTest``) where compilation is
+        unavailable. Cost: one eager and one compiled training step plus the compile.
+
+        >>> self.assertCompileParity(model, x, check_graph_breaks=True, dynamic_shapes=[x[:3]])
+        """
+        from .checks.compile import check_compile_parity
+
+        return self._torchcheck_equivalence(check_compile_parity(
+            model, inputs, target, loss_fn=loss_fn, rtol=rtol, atol=atol, backend=backend,
+            check_graph_breaks=check_graph_breaks, dynamic_shapes=dynamic_shapes, train=train), msg)
+
+    def assertAutocastParity(self, model: nn.Module, inputs: Any, target: Any = None, *, dtype: Any = None,
+                             loss_fn: Optional[Callable] = None, rtol: Optional[float] = None, atol: float = 0.0,
+                             train_step: bool = True, msg: Any = None) -> Any:
+        """Under ``torch.autocast`` (bfloat16 on CPU, float16 on CUDA) outputs stay within the dtype's
+        tolerance of float32 and a training step stays finite. Cost: two forwards, one training step.
+
+        >>> self.assertAutocastParity(model, x)
+        """
+        from .checks.precision import check_autocast_parity
+
+        return self._torchcheck_equivalence(check_autocast_parity(
+            model, inputs, target, dtype=dtype, loss_fn=loss_fn, rtol=rtol, atol=atol, train_step=train_step), msg)
+
+    def assertPrecisionParity(self, model: nn.Module, inputs: Any, *, rtol: float = 1e-4, atol: float = 0.0,
+                              msg: Any = None) -> Any:
+        """A float64 copy agrees with the float32 model (outputs and gradients) within ``rtol``.
+        Cost: two forwards+backwards, one in float64.
+
+        >>> self.assertPrecisionParity(model, x)
+        """
+        from .checks.precision import check_precision_parity
+
+        return self._torchcheck_equivalence(check_precision_parity(model, inputs, rtol=rtol, atol=atol), msg)
+
+    def assertMovesWithModel(self, model: nn.Module, *, dtype: Any = torch.float64, device: Any = None,
+                             msg: Any = None) -> Any:
+        """``model.to(dtype)`` / ``.to(device)`` on a copy reaches every tensor the model holds: a
+        tensor in a plain attribute or list is reported. Cost: one deep copy, no forward.
+
+        >>> self.assertMovesWithModel(model)                  # float64 on CPU
+        >>> self.assertMovesWithModel(model, device="cuda")   # where a GPU exists
+        """
+        from .checks.moves import check_moves_with_model
+
+        result = check_moves_with_model(model, dtype=dtype, device=device)
+        if not result.passed:
+            self._torchcheck_fail(msg, messages.describe_moves(result))
+        return result
+
 
 class ModelTestCase(ModelAssertionsMixin, unittest.TestCase):
     """A ``unittest.TestCase`` with the model assertions."""

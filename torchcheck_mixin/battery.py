@@ -27,6 +27,7 @@ classmethods, classes, or methods taking ``self``.
 """
 
 import inspect
+import torch
 from typing import Any, Callable, Dict, Tuple
 
 from .assertions import ModelTestCase
@@ -58,6 +59,9 @@ BATTERY_TESTS: Tuple[str, ...] = (
     "deterministic",
     "state_dict_round_trip",
     "can_overfit_batch",
+    "moves_with_model",
+    "accumulation_equivalent",
+    "precision_parity",
 )
 
 # Generated only when the configuration has what they need (the attribute named on the right).
@@ -243,3 +247,29 @@ class ModelBattery(ModelTestCase):
             self.skipTest("set target_factory to check the loss at initialisation")
         self.assertInitialLoss(self._model(), self._inputs(), self._target(), num_classes=self.num_classes,
                                loss_fn=self._loss())
+    # ------------------------------------------------------------ equivalence checks (issue 16)
+
+    def _battery_moves_with_model(self) -> None:
+        self.assertMovesWithModel(self._model(), dtype=torch.float64)
+
+    def _battery_accumulation_equivalent(self) -> None:
+        from .checks.accumulation import batch_size
+        from .core import calling
+
+        model, inputs = self._model(), self._inputs()
+        if calling.lazy_modules(model) or not any(p.requires_grad for p in model.parameters()):
+            self.skipTest("no initialised trainable parameter to accumulate gradients into")
+        if batch_size(inputs) % 2:
+            self.skipTest("the input batch is odd; use an even batch to split it into 2 micro-batches")
+        # BatchNorm in eval mode: its per-micro-batch statistics differ by design (see the assertion).
+        self.assertAccumulationEquivalent(model, inputs, self._target(), micro_batches=2, loss_fn=self._loss(),
+                                          batchnorm="eval")
+
+    def _battery_precision_parity(self) -> None:
+        import torch
+
+        model = self._model()
+        floats = [t for t in list(model.parameters()) + list(model.buffers()) if t.is_floating_point()]
+        if not floats or any(t.dtype != torch.float32 for t in floats):
+            self.skipTest("precision parity compares a float32 model with a float64 copy")
+        self.assertPrecisionParity(model, self._inputs())

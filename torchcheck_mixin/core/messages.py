@@ -599,3 +599,54 @@ def describe_labels_cover(result: LabelCoverageResult) -> str:
 
 def _count(n: int, one: str, many: str) -> str:
     return f"{n:,} {one if n == 1 else many}"
+# ------------------------------------------------------------------ equivalence checks (issue 16)
+
+_EQUIV_HEAD = {
+    "accumulation": "accumulated micro-batch gradients differ from the full batch's",
+    "resume": "resuming from a checkpoint differs from uninterrupted training",
+    "compile": "torch.compile differs from eager",
+    "autocast": "autocast differs from float32",
+    "precision": "float32 differs from a float64 copy",
+}
+
+
+def describe_equivalence(result: "EquivalenceResult") -> str:
+    head = _EQUIV_HEAD.get(result.check, f"{result.check} check failed")
+    tol = f" (tolerance atol {number(result.atol)} + rtol {number(result.rtol)} x max|reference|)" \
+        if result.check != "resume" else (" (bitwise)" if not result.atol else f" (tolerance {number(result.atol)})")
+    if result.compared == 0:
+        return f"{head}: nothing was compared"
+    lines = [f"{head}{tol}: {len(result.mismatches)} of {result.compared} compared tensors differ"
+             if result.check != "precision" or result.divergence is None or result.divergence.scale
+             else f"{head}: {result.mismatches[0]}"]
+    if result.expected_difference:
+        lines.append(f"{INDENT}expected, not a bug: {result.expected_difference}")
+    listed = list(result.mismatches)[1:] if lines[0].endswith(result.mismatches[0]) else list(result.mismatches)
+    lines += [f"{INDENT}{m}" for m in capped(listed)]
+    d = result.divergence
+    if d is not None:
+        by = "" if d.max_abs_diff == float("inf") and not d.scale and "dtype" in d.what else \
+            (" (inf/NaN where the reference is finite)" if d.max_abs_diff == float("inf")
+             else f" by {number(d.max_abs_diff)}" + (f" (max |reference| {number(d.scale)})" if d.scale else ""))
+        kind = f" ({d.module_type})" if d.module_type else ""
+        lines.append(f"{INDENT}first divergence: {d.module}{kind}, {d.what}{by}")
+        if d.hint:
+            lines.append(f"{INDENT}usually: {d.hint}")
+    lines += [f"{INDENT}{note}" for note in result.notes]
+    if result.expected_difference:
+        lines.append(f"{INDENT}suggestion: batchnorm='eval' checks everything else, or use nn.GroupNorm / "
+                     f"eval-mode BatchNorm where micro-batches must match")
+    return "\n".join(lines)
+
+
+def describe_moves(result: "MoveResult") -> str:
+    if not result.checked:
+        return f"model.to({result.target}): the model holds no tensor to move"
+    lines = [f"model.to({result.target}) leaves {ratio(len(result.not_moved), result.checked)} tensors behind"]
+    lines += [f"{INDENT}{line}" for line in capped([f"{name}: {detail}" for name, detail in result.not_moved])]
+    plain = [n for n, d in result.not_moved if "plain attribute" in d]
+    if plain:
+        first = plain[0].split("[")[0].rsplit(".", 1)
+        lines.append(f"{INDENT}nn.Module.to() moves parameters and buffers only; register the tensor: "
+                     f"self.register_buffer({first[-1]!r}, tensor) (a list: one buffer each, or torch.stack)")
+    return "\n".join(lines)

@@ -483,3 +483,55 @@ class LabelCoverageResult:
     @property
     def passed(self) -> bool:
         return self.samples > 0 and not self.missing and not self.unexpected
+# ------------------------------------------------------------------ equivalence checks (issue 16)
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """The first module (execution order) whose output or gradient differs between two runs."""
+
+    module: str
+    module_type: str
+    what: str  # "output" or "gradient of weight"
+    max_abs_diff: float
+    scale: float  # max |reference| of that tensor
+    hint: str
+
+
+@dataclass(frozen=True)
+class EquivalenceResult:
+    """Shared result of the accumulation, resume, compile, autocast and precision checks.
+
+    ``mismatches`` holds one line of evidence per differing tensor (name: detail); ``notes`` the
+    diagnosis (what usually causes it, what was detected); ``skipped_reason`` is set when the
+    check could not run here (torch.compile unavailable) and then ``passed`` is False but the
+    unittest layer skips.
+    """
+
+    check: str
+    compared: int
+    mismatches: Tuple[str, ...]
+    divergence: Optional[Divergence] = None
+    notes: Tuple[str, ...] = ()
+    rtol: float = 0.0
+    atol: float = 0.0
+    skipped_reason: str = ""
+    details: Tuple[Tuple[str, Any], ...] = field(default_factory=tuple)
+    expected_difference: str = ""  # e.g. BatchNorm statistics per micro-batch: explained, not a bug
+
+    @property
+    def passed(self) -> bool:
+        return not self.skipped_reason and self.compared > 0 and not self.mismatches
+
+
+@dataclass(frozen=True)
+class MoveResult:
+    """assertMovesWithModel: tensors that a ``.to(dtype/device)`` of the model did not reach."""
+
+    target: str
+    checked: int
+    not_moved: Tuple[Tuple[str, str], ...]  # (attribute path, "float32 on cpu")
+
+    @property
+    def passed(self) -> bool:
+        return self.checked > 0 and not self.not_moved
