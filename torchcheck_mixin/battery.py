@@ -32,6 +32,7 @@ from typing import Any, Callable, Dict, Tuple
 from .assertions import ModelTestCase
 
 __unittest = True
+__tracebackhide__ = True  # pytest hides this module's frames (it reads f_globals)
 
 
 def _make(name: str) -> Callable[[Any], None]:

@@ -35,6 +35,7 @@ from .results import (
 from .shapes import format_shape
 
 __unittest = True
+__tracebackhide__ = True  # pytest hides this module's frames (it reads f_globals)
 
 MAX_LISTED = 10
 MAX_REPR = 120
