@@ -280,3 +280,15 @@ def test_unittest_user_error_keeps_its_traceback():
     frames = [l for l in text.splitlines() if l.startswith("  File ")]
     assert frames[-1].endswith("in forward") and "_demo_tc.py" in frames[-1], text  # the user's raise
     assert text.rstrip().endswith("ValueError: user bug")
+
+
+def test_battery_misspelled_attribute_is_an_error_with_a_suggestion():
+    from torchcheck_mixin import ModelBattery
+
+    try:
+        type("B", (ModelBattery,), {"model_factory": staticmethod(lambda: nn.Linear(3, 2)),
+                                    "inputs_factory": staticmethod(X)})
+    except TypeError as e:
+        assert "did you mean 'input_factory'?" in str(e) and "known attributes:" in str(e)
+    else:
+        raise AssertionError("no error for inputs_factory")
