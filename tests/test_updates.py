@@ -179,9 +179,13 @@ class TestSelections(unittest.TestCase):
             check_parameters_updated(mlp(), X, expect_frozen=["nothing.*"])
 
     def test_stale_allowance_is_reported(self):
-        report = check_parameters_updated(mlp(), X, allow_not_updated=["0"])
+        from torchcheck_mixin import StaleAllowanceWarning
+
+        with self.assertWarns(StaleAllowanceWarning) as cm:  # check_* warns like the assertion
+            report = check_parameters_updated(mlp(), X, allow_not_updated=["0"])
         self.assertTrue(report.passed)
-        self.assertEqual(report.stale_allowances, ("'0'",))
+        self.assertEqual(report.stale_allowances, ("0",))  # the name, not its repr
+        self.assertEqual(cm.filename, __file__)  # at the caller's line
 
 
 class TestDefaultLoss(unittest.TestCase):

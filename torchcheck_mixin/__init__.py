@@ -18,7 +18,11 @@ checks into ordinary unittest failures::
 The engine (``check_*`` functions returning result objects) works without unittest.
 """
 
+__unittest = True
+__tracebackhide__ = True
+
 from .assertions import ModelAssertionsMixin, ModelTestCase, StaleAllowanceWarning
+from . import functions as _functions
 from .checks.batches import check_batch_shape
 from .battery import ModelBattery
 from .checks.counts import check_parameter_count
@@ -71,6 +75,11 @@ from .core.results import (
 )
 
 __version__ = "0.1.0"
+
+# The plain assert_* functions, generated from every assert* method of the mixin (functions.py):
+# exported programmatically so that an assertion added to the mixin is exported with no edit here;
+# tests/test_functions_pytest.py checks that __all__ and the mixin agree.
+globals().update(_functions.FUNCTIONS)
 
 __all__ = [
     "ANY",
@@ -129,4 +138,5 @@ __all__ = [
     "EquivalenceResult",
     "MoveResult",
     "__version__",
+    *_functions.__all__,
 ]

@@ -17,7 +17,6 @@ The mixin has no ``__init__``, no ``setUp``, no metaclass and no state; it works
 """
 
 import unittest
-import warnings
 from typing import Any, Callable, Optional
 
 import torch
@@ -32,7 +31,9 @@ from .checks.independence import check_batch_independent
 from .checks.loss import check_loss_scalar_non_negative
 from .core.results import BatchShapeResult, OverfitResult, ParameterUpdateReport
 from .core.shapes import parse_spec
+from .core.boundary import public
 from .core.summary import parameter_summary
+from .core.warnings_ import StaleAllowanceWarning  # noqa: F401  (importable from here, as before)
 from .checks.overfit import check_can_overfit_batch
 from .checks.updates import check_parameters_updated
 from .checks.determinism import check_deterministic
@@ -47,10 +48,7 @@ from .checks.masks import check_mask_invariant, check_padding_invariant
 from .checks.single_sample import check_single_sample_consistent
 
 __unittest = True
-
-
-class StaleAllowanceWarning(UserWarning):
-    """An ``allow_not_updated`` entry whose parameters all updated: the allowance can go."""
+__tracebackhide__ = True  # pytest hides this module's frames (it reads f_globals)
 
 
 class ModelAssertionsMixin:
@@ -123,8 +121,6 @@ class ModelAssertionsMixin:
             summary = parameter_summary(model) if report.records and not calling.lazy_modules(
                 calling.unwrap(model)[0]) else None  # a lazy model was checked on a materialised copy
             self._torchcheck_fail(msg, messages.describe_update(report, summary))
-        if report.stale_allowances:
-            warnings.warn(messages.stale_warning(report), StaleAllowanceWarning, stacklevel=2)
         return report
 
     def assertLossScalarNonNegative(self, loss: Any, msg: Any = None, *, atol: float = 0.0) -> None:
@@ -444,6 +440,15 @@ class ModelAssertionsMixin:
         if not result.passed:
             self._torchcheck_fail(msg, messages.describe_moves(result))
         return result
+def _add_boundaries(cls: type) -> None:
+    """Every ``assert*`` method re-raises library-raised misuse errors without library frames
+    (see core/boundary.py); applied to all of them, including ones added later in this class."""
+    for name, fn in list(vars(cls).items()):
+        if name.startswith("assert") and callable(fn) and not getattr(fn, "__torchcheck_boundary__", False):
+            setattr(cls, name, public(fn))
+
+
+_add_boundaries(ModelAssertionsMixin)
 
 
 class ModelTestCase(ModelAssertionsMixin, unittest.TestCase):

@@ -33,6 +33,7 @@ from typing import Any, Callable, Dict, Tuple
 from .assertions import ModelTestCase
 
 __unittest = True
+__tracebackhide__ = True  # pytest hides this module's frames (it reads f_globals)
 
 
 def _make(name: str) -> Callable[[Any], None]:
@@ -101,6 +102,7 @@ class ModelBattery(ModelTestCase):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        _check_attributes(cls)
         if cls._battery_configured():
             for name in BATTERY_TESTS:
                 if f"test_{name}" not in cls.__dict__:
@@ -273,3 +275,36 @@ class ModelBattery(ModelTestCase):
         if not floats or any(t.dtype != torch.float32 for t in floats):
             self.skipTest("precision parity compares a float32 model with a float64 copy")
         self.assertPrecisionParity(model, self._inputs())
+
+
+# ------------------------------------------------------------ a battery cannot silently test nothing
+
+
+def _known_attributes() -> Tuple[str, ...]:
+    """The configuration attributes ModelBattery reads (those declared on it, and check_* flags)."""
+    return tuple(n for n in vars(ModelBattery) if not n.startswith("_") and not callable(vars(ModelBattery)[n])
+                 or n in ("model_factory", "input_factory", "target_factory", "loss_fn", "optimizer_factory"))
+
+
+def _check_attributes(cls: type) -> None:
+    """A misspelled configuration attribute (``inputs_factory``) is an error at class creation.
+
+    Only names that look like battery configuration are checked (``*_factory``, ``expected_*``,
+    ``check_*``, ``allow_*``, ``expect_*``, ``overfit_*``, ``update_*``), so a suite's own helpers
+    and attributes are left alone.
+    """
+    import difflib
+
+    known = set(_known_attributes()) | {f"check_{n}" for n in BATTERY_TESTS}
+    looks_like = ("_factory", "expected_", "check_", "allow_", "expect_", "overfit_", "update_", "output_range")
+    for name, value in vars(cls).items():
+        if name in known or name.startswith("_") or name.startswith("test"):
+            continue
+        if not any(name.endswith(p) or name.startswith(p) for p in looks_like):
+            continue
+        if callable(value) and name.startswith("check_"):
+            continue  # a method such as check_something(self) is the suite's own
+        close = difflib.get_close_matches(name, sorted(known), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise TypeError(f"{cls.__name__}.{name} is not a ModelBattery attribute: {hint}known attributes: "
+                        f"{', '.join(sorted(known))}")

@@ -40,6 +40,7 @@ from ..core.shapes import format_spec, match, parse_spec
 from ..core.state import rng_guard
 
 __unittest = True
+__tracebackhide__ = True  # pytest hides this module's frames (it reads f_globals)
 
 DEFAULT_UNSIZED_CAP = 32
 

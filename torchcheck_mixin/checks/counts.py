@@ -21,6 +21,7 @@ from ..core.results import ParameterCountResult
 from ..core.summary import count_parameters
 
 __unittest = True
+__tracebackhide__ = True  # pytest hides this module's frames (it reads f_globals)
 
 
 def _count_arg(value, name: str) -> Optional[int]:

@@ -11,6 +11,7 @@ from ..core.results import ValueCheckResult
 from ..core.state import ModelGuard
 
 __unittest = True
+__tracebackhide__ = True  # pytest hides this module's frames (it reads f_globals)
 
 
 def check_deterministic(model: nn.Module, inputs: Any, *, seed: int = 0) -> ValueCheckResult:

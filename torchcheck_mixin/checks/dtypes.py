@@ -37,6 +37,7 @@ from ..core.dtypes import autocast_state, normalize_dtype
 from ..core.results import DtypeMismatch, DtypeResult
 
 __unittest = True
+__tracebackhide__ = True  # pytest hides this module's frames (it reads f_globals)
 
 
 def _parse_expected(expected: Any, path: Tuple[Any, ...] = ()) -> Any:

@@ -20,6 +20,7 @@ from ..core.results import Finding, ValueCheckResult
 from ..core.state import ModelGuard, rng_guard
 
 __unittest = True
+__tracebackhide__ = True  # pytest hides this module's frames (it reads f_globals)
 
 FIRST_INDICES = 3
 

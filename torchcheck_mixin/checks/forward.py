@@ -20,6 +20,7 @@ from ..core.shapes import format_spec, match, parse_spec
 from ..core.state import ModelGuard
 
 __unittest = True
+__tracebackhide__ = True  # pytest hides this module's frames (it reads f_globals)
 
 
 def run_forward(model: nn.Module, inputs: Any, *, train: bool = False, seed: int = 0) -> Any:

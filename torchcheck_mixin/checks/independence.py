@@ -28,6 +28,7 @@ from ..core.results import Finding, ValueCheckResult
 from ..core.state import ModelGuard
 
 __unittest = True
+__tracebackhide__ = True  # pytest hides this module's frames (it reads f_globals)
 
 MAX_PROBES = 8
 _RTOL, _ATOL = 1e-4, 1e-5

@@ -26,6 +26,7 @@ from ..core.calling import check_tolerance
 from ..core.results import LossResult
 
 __unittest = True
+__tracebackhide__ = True  # pytest hides this module's frames (it reads f_globals)
 
 
 def check_loss_scalar_non_negative(loss: Any, *, atol: float = 0.0) -> LossResult:

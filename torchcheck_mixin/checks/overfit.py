@@ -24,6 +24,7 @@ from ..core.results import OverfitResult
 from ..core.state import ModelGuard, check_not_inference_mode
 
 __unittest = True
+__tracebackhide__ = True  # pytest hides this module's frames (it reads f_globals)
 
 DEFAULT_LR = 1e-2
 

@@ -36,6 +36,7 @@ from ..core.results import Finding, ValueCheckResult
 from ..core.state import ModelGuard, rng_guard
 
 __unittest = True
+__tracebackhide__ = True  # pytest hides this module's frames (it reads f_globals)
 
 
 def check_state_dict_round_trip(model: nn.Module, inputs: Any, *, seed: int = 0,

@@ -69,8 +69,10 @@ from ..core.results import (
 )
 from ..core.state import ModelGuard, changed_buffers, check_not_inference_mode, replaced_parameters
 from ..core.summary import count_parameters
+from ..core.warnings_ import StaleAllowanceWarning, warn_at_caller
 
 __unittest = True
+__tracebackhide__ = True  # pytest hides this module's frames (it reads f_globals)
 
 MODES = ("gradient", "snapshot", "both")
 
@@ -477,7 +479,7 @@ def check_parameters_updated(
         errors.append("the model has no trainable parameters (every parameter has requires_grad=False)")
     status = {r.name: r.status for r in records}
     stale = tuple(entry for entry, names in allowed_by_entry.items() if all(status[n] == UPDATED for n in names))
-    return ParameterUpdateReport(
+    report = ParameterUpdateReport(
         mode=mode,
         seed=seed,
         trials=trials,
@@ -495,6 +497,11 @@ def check_parameters_updated(
         ),
         errors=tuple(errors),
     )
+    if report.stale_allowances:  # warned here, so check_* callers see it as assertion users do
+        from ..core import messages
+
+        warn_at_caller(messages.stale_warning(report), StaleAllowanceWarning)
+    return report
 
 
 def _ddp_notes(model, records) -> Tuple[str, ...]:

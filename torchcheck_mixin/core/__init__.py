@@ -2,3 +2,6 @@
 language, parameter tables, reductions, the default loss, results, messages and summaries.
 Nothing here imports unittest or a check.
 """
+
+__unittest = True
+__tracebackhide__ = True

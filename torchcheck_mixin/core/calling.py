@@ -26,6 +26,7 @@ from torch.nn.modules.lazy import LazyModuleMixin
 from . import distributed, trees
 
 __unittest = True
+__tracebackhide__ = True  # pytest hides this module's frames (it reads f_globals)
 
 def check_module(model: Any, argname: str = "model") -> nn.Module:
     if not isinstance(model, nn.Module):

@@ -8,6 +8,7 @@ from . import trees
 from .results import Finding
 
 __unittest = True
+__tracebackhide__ = True  # pytest hides this module's frames (it reads f_globals)
 
 
 def compare_outputs(a: Any, b: Any, rtol: float = 0.0, atol: float = 0.0) -> Tuple[int, List[Finding]]:

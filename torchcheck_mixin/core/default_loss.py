@@ -26,6 +26,7 @@ from . import trees
 from .shapes import format_shape
 
 __unittest = True
+__tracebackhide__ = True  # pytest hides this module's frames (it reads f_globals)
 
 
 def _random_weights(leaf: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -50,6 +50,9 @@ Wrappers
 
 from __future__ import annotations
 
+__unittest = True
+__tracebackhide__ = True
+
 import contextlib
 import re
 import sys

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 __unittest = True
+__tracebackhide__ = True  # pytest hides this module's frames (it reads f_globals)
 
 
 def _is_numpy_dtype(value: Any) -> bool:

@@ -36,6 +36,7 @@ from .results import (
 from .shapes import format_shape
 
 __unittest = True
+__tracebackhide__ = True  # pytest hides this module's frames (it reads f_globals)
 
 MAX_LISTED = 10
 MAX_REPR = 120
@@ -325,7 +326,7 @@ def describe_update(report: ParameterUpdateReport, summary: Optional[ParameterSu
     if allowable:
         lines.append(f"if unused on purpose for these inputs: allow_not_updated={_list_repr(_common_prefixes(allowable, [r.name for r in report.records]))}")
     if report.stale_allowances:
-        lines.append("stale allow_not_updated entries (all their parameters updated): " + ", ".join(report.stale_allowances))
+        lines.append("stale allow_not_updated entries (all their parameters updated): " + _entries_text(report.stale_allowances))
     lines += _update_hints(report, not_updated)
     if any(r.status == ZERO_GRAD for r in not_updated) and report.trials == 1:
         lines.append("zero gradients can depend on the draw (dead ReLUs, routing): try trials=4 to rule that out")
@@ -379,9 +380,14 @@ def _list_repr(names: List[str]) -> str:
     return text
 
 
+def _entries_text(entries: Sequence[str]) -> str:
+    """Stale entries as written: names quoted, module/Parameter entries as their description."""
+    return ", ".join(e if e.startswith("<") else repr(e) for e in entries)
+
+
 def stale_warning(report: ParameterUpdateReport) -> str:
     return ("allow_not_updated entries whose parameters all updated (remove them so the list does not rot): "
-            + ", ".join(report.stale_allowances))
+            + _entries_text(report.stale_allowances))
 
 
 # -------------------------------------------------------------------------- value checks

@@ -23,6 +23,7 @@ from torch import nn
 from .distributed import WRAPPER_NAME_COMPONENTS, clean_name
 
 __unittest = True
+__tracebackhide__ = True  # pytest hides this module's frames (it reads f_globals)
 
 _PARAMETRIZED = re.compile(r"^(?:(.*)\.)?parametrizations\.([^.]+)\.original\d*$")
 
@@ -154,6 +155,6 @@ def resolve_selection(
                 if table
                 else f"{argname} entry {describe_entry(item)} matches no parameter: the model has none"
             )
-        per_entry[describe_entry(item)] = hits
+        per_entry[item if isinstance(item, str) else describe_entry(item)] = hits  # names stay names
         selected |= hits
     return selected, per_entry

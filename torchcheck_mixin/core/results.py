@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, List, Optional, Tuple
 
 __unittest = True
+__tracebackhide__ = True  # pytest hides this module's frames (it reads f_globals)
 
 Shape = Tuple[int, ...]
 
@@ -535,3 +536,83 @@ class MoveResult:
     @property
     def passed(self) -> bool:
         return self.checked > 0 and not self.not_moved
+# ------------------------------------------------------------------ results that explain themselves
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON data: dataclasses as dicts, tuples as lists, non-finite floats as strings."""
+    import dataclasses
+    import math
+
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        out = {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if hasattr(type(value), "passed"):
+            out["passed"] = bool(value.passed)
+        return out
+    if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return str(value)
+
+
+def explained(describer: Any) -> Any:
+    """Class decorator: give a result ``.message``, ``str()``, a short ``repr``, ``to_dict()`` and
+    truthiness (truthy when passed).
+
+    ``describer`` names the ``describe_*`` function of ``core/messages.py`` that renders the result
+    (looked up at call time: messages imports this module), or is a function of the result that
+    returns that name. A new result class needs one line: ``@explained("describe_x")``.
+    """
+
+    def decorate(cls: Any) -> Any:
+        def message(self: Any) -> str:
+            if self.passed:
+                return ""
+            from . import messages
+
+            name = describer(self) if callable(describer) else describer
+            return getattr(messages, name)(self)
+
+        def __repr__(self: Any) -> str:
+            extra = self._repr_extra() if hasattr(self, "_repr_extra") else ""
+            if self.passed:
+                return f"<{cls.__name__} passed=True{extra}>"
+            first = self.message.split("\n", 1)[0]
+            first = first if len(first) <= 100 else first[:97] + "..."
+            return f"<{cls.__name__} passed=False{extra}: {first}>"
+
+        def to_dict(self: Any) -> dict:
+            out = {"type": cls.__name__}
+            out.update(_jsonable(self))
+            out["message"] = self.message
+            return out
+
+        cls.message = property(message, doc="The failure text (as the assertion prints it); '' when passed.")
+        cls.__str__ = lambda self: self.message or "passed"
+        cls.__repr__ = __repr__
+        cls.__bool__ = lambda self: bool(self.passed)
+        cls.to_dict = to_dict
+        return cls
+
+    return decorate
+
+
+explained("describe_forward_shape")(ForwardShapeResult)
+explained("describe_dtype")(DtypeResult)
+explained("describe_loss")(LossResult)
+explained("describe_batch")(BatchShapeResult)
+explained("describe_parameter_count")(ParameterCountResult)
+explained("describe_update")(ParameterUpdateReport)
+explained("describe_overfit")(OverfitResult)
+explained(lambda r: f"describe_{r.check}")(ValueCheckResult)
+
+
+def _update_repr_extra(self: ParameterUpdateReport) -> str:
+    return f" not_updated={len(self.not_updated)}/{self.trainable_parameters}"
+
+
+ParameterUpdateReport._repr_extra = _update_repr_extra  # type: ignore[attr-defined]

@@ -48,6 +48,7 @@ from .results import ShapeMismatch
 from .trees import ANY, Path, children, format_path, is_namedtuple, is_sequence
 
 __unittest = True
+__tracebackhide__ = True  # pytest hides this module's frames (it reads f_globals)
 
 @dataclass(frozen=True)
 class ShapeNode:

@@ -39,6 +39,7 @@ from torch import nn
 from . import trees
 
 __unittest = True
+__tracebackhide__ = True  # pytest hides this module's frames (it reads f_globals)
 
 _MODULE_DICTS = ("_parameters", "_buffers", "_modules")
 

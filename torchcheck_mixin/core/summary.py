@@ -26,6 +26,7 @@ from .results import ModuleCount, ParameterSummary
 from .state import ModelGuard
 
 __unittest = True
+__tracebackhide__ = True  # pytest hides this module's frames (it reads f_globals)
 
 TORCHINFO_MAX_DEPTH = 12
 TORCHINFO_MAX_MODULES = 2000

@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterator, List, Tuple
 import torch
 
 __unittest = True
+__tracebackhide__ = True  # pytest hides this module's frames (it reads f_globals)
 
 Path = Tuple[Any, ...]
 
