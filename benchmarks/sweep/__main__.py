@@ -17,10 +17,17 @@ def main(argv=None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="at most N architectures, round robin over families")
     parser.add_argument("--workers", type=int, default=2, help="worker processes (one torch thread each)")
     parser.add_argument("--check-timeout", type=int, default=60, help="seconds per check and per oracle")
-    parser.add_argument("--model-timeout", type=int, default=400, help="seconds per model in all")
+    parser.add_argument("--model-timeout", type=int, default=300, help="seconds per model in all")
     parser.add_argument("--report-only", action="store_true", help="rewrite the table from rows.jsonl")
     parser.add_argument("--resume", action="store_true", help="skip the models already in rows.jsonl")
+    parser.add_argument("--compare", nargs=2, metavar=("BEFORE", "AFTER"),
+                        help="print the counts per cause of two results.json files and exit")
     args = parser.parse_args(argv)
+    if args.compare:
+        from . import report
+
+        print(report.compare(*args.compare))
+        return 0
 
     import torch
 
@@ -43,7 +50,7 @@ def main(argv=None) -> int:
 
     if args.report_only:
         report.write_report(load(), args.out, enumerated=len(specs), command=command, started=started,
-                            complete=len(load()) >= len(specs))
+                            complete=len(load()) >= len(specs), keep_meta=True)
         return 0
     if args.resume:
         done = {r["id"] for r in load()}

@@ -34,6 +34,8 @@ def cause_of(row: Dict[str, Any]) -> str:
         detail = re.sub(r"[0-9]+", "N", message.split("\n")[0][len(head) + 1:].strip())[:70]
         if check == "state_dict" and oracle.get("non_persistent_buffers"):
             detail += " (non-persistent buffer scrambled)"
+        elif "nondeterministic" in oracle.get("na", ""):
+            detail += " (random forward: output shapes vary)"
         return f"crash: {head}: {detail}"
     if check.startswith("update"):
         if verdict == "missed":
@@ -126,11 +128,19 @@ def _cell(text: Any) -> str:
 
 
 def write_report(records: List[Dict[str, Any]], out_dir: str, *, enumerated: int, command: str,
-                 started: float, complete: bool) -> None:
+                 started: float, complete: bool, keep_meta: bool = False) -> None:
+    """``keep_meta``: keep the run's versions, command and times from an existing results.json
+    (``--report-only`` re-renders a run, it is not a new one)."""
     summary = summarise(records)
     meta = {"versions": versions(), "command": command, "enumerated": enumerated, "complete": complete,
             "started_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime(started)),
             "elapsed_s": round(time.time() - started)}
+    if keep_meta:
+        try:
+            with open(f"{out_dir}/results.json") as f:
+                meta.update({k: v for k, v in json.load(f)["meta"].items() if k != "complete"})
+        except (OSError, ValueError, KeyError):
+            pass
     with open(f"{out_dir}/results.json", "w") as f:
         json.dump({"meta": meta, "summary": summary, "records": records}, f, indent=1, default=str)
     v = summary["verdicts"]
@@ -144,7 +154,7 @@ def write_report(records: List[Dict[str, Any]], out_dir: str, *, enumerated: int
         lines += [f"**Partial run**: {len(records)} of {enumerated} enumerated architectures finished "
                   f"when this table was written.", ""]
     lines += ["Versions: " + ", ".join(f"{k} {val}" for k, val in meta["versions"].items()) + ".",
-              f"Command: `{command}`; started {meta['started_utc']} UTC, {meta['elapsed_s']} s.", "",
+              f"Command: `{meta['command']}`; started {meta['started_utc']} UTC, {meta['elapsed_s']} s.", "",
               "## Summary", "",
               "| | count |", "|---|---|",
               f"| architectures tried | {summary['models']} (of {enumerated} enumerated) |",
@@ -203,3 +213,18 @@ def write_report(records: List[Dict[str, Any]], out_dir: str, *, enumerated: int
                          f"| {r.get('seconds', '')} |")
     with open(f"{out_dir}/COMPATIBILITY.md", "w") as f:
         f.write("\n".join(lines) + "\n")
+
+
+def compare(before_path: str, after_path: str) -> str:
+    """A Markdown table of the counts per cause and per verdict in two ``results.json`` files
+    (causes recomputed with this classifier), for before/after notes."""
+    def counts(path):
+        with open(path) as f:
+            s = summarise(json.load(f)["records"])
+        return dict(s["verdicts"], **s["causes"], **s["invariant_causes"], built=s["built"], checks=s["checks"])
+
+    a, b = counts(before_path), counts(after_path)
+    keys = ["built", "checks", "agree", "false alarm", "missed", "crash", "oracle n/a"]
+    keys += sorted(k for k in set(a) | set(b) if k not in keys)
+    lines = ["| | before | after |", "|---|---|---|"] + [f"| {_cell(k)} | {a.get(k, 0)} | {b.get(k, 0)} |" for k in keys]
+    return "\n".join(lines)
