@@ -13,6 +13,7 @@ CPU build of torch (see its docstring for what works).
 
 import importlib.util
 import unittest
+import warnings
 
 from torchcheck_mixin import ModelTestCase
 
@@ -26,15 +27,48 @@ else:  # pragma: no cover - the extra is not installed
     CASES = []
 
 
+# Verdicts that are still wrong on main, each with its cause (issue 11, open). Each entry is
+# asserted to go wrong still, so a fix makes the test fail until its entry is removed here:
+# the list can only shrink, and nothing in it is silently skipped.
+_OUTPUT_SELECTOR = "output= selector for dict/tuple outputs not implemented yet (root cause 9)"
+_ZERO_INIT_OPT = "zero-initialised partners not re-tested with the user's optimizer in snapshot mode (root cause 1)"
+_ANY_IN_TUPLE = "shape spec with ANY beside cache objects (root cause 4)"
+KNOWN_OPEN = {
+    **{(m, a): _OUTPUT_SELECTOR for m in ("ludwig_attention_key_bias", "ludwig_bias_before_batchnorm",
+                                          "ludwig_sequence_encoder", "ludwig_tabnet_like")
+       for a in ("updated_gradient", "updated_snapshot", "updated_snapshot_optimizer")},
+    **{(m, "forward_shape"): _ANY_IN_TUPLE for m in ("gpt2_lm", "llama_causal_lm", "mixtral_moe", "peft_lora_llama",
+                                                     "qwen2", "t5_seq2seq")},
+    **{(m, "updated_snapshot_optimizer"): _ZERO_INIT_OPT for m in ("peft_lora_llama", "timm_resnet_zero_init_last",
+                                                                   "torchvision_resnet_zero_init_residual",
+                                                                   "torchvision_vit")},
+    ("timm_convnext", "updated_snapshot"): "private SGD step below float32 resolution on layer-scaled norms",
+    ("checkpoint_reentrant", "batch_independent"): "reentrant checkpoint in the batch-independence probe (root cause 2)",
+}
+
+
 @unittest.skipUnless(HAVE, "needs the realworld extra: pip install '.[realworld]' (transformers, peft, timm)")
 class TestRealModels(ModelTestCase):
     maxDiff = None
+
+    def setUp(self):
+        # torch's reentrant checkpoint warns on every no-grad forward of the checkpoint models; the
+        # suite runs under -W error and that warning is the model's, not the library's.
+        quiet = warnings.catch_warnings()
+        quiet.__enter__()
+        self.addCleanup(quiet.__exit__, None, None, None)
+        warnings.filterwarnings("ignore", message="None of the inputs have requires_grad", category=UserWarning)
 
     def _battery(self, case):
         ctx = steps.Context(case)
         for label, step in steps.STEPS:
             with self.subTest(model=case.name, assertion=label):
-                step(self, ctx)
+                cause = KNOWN_OPEN.get((case.name, label))
+                if cause is None:
+                    step(self, ctx)
+                    continue
+                with self.assertRaises(Exception, msg=f"now right: remove ({case.name!r}, {label!r}) from KNOWN_OPEN"):
+                    step(self, ctx)
 
 
 def _make(case):
