@@ -344,6 +344,7 @@ class TestBatteryRunsTheEquivalences(ModelBattery):
     model_factory = staticmethod(mlp)
     input_factory = staticmethod(lambda: X)
     target_factory = staticmethod(lambda: Y)
+    accumulation_micro_batches = 2
     check_can_overfit_batch = "not what this file tests"
 
 

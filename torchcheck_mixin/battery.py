@@ -61,7 +61,6 @@ BATTERY_TESTS: Tuple[str, ...] = (
     "state_dict_round_trip",
     "can_overfit_batch",
     "moves_with_model",
-    "accumulation_equivalent",
     "precision_parity",
 )
 
@@ -73,6 +72,9 @@ CONDITIONAL_TESTS: Tuple[Tuple[str, str], ...] = (
     ("mask_invariant", "mask_key"),
     ("padding_invariant", "mask_key"),
     ("initial_loss", "num_classes"),
+    # Opt-in: fp32 reduction order makes micro-batch gradients of attention models differ beyond a
+    # fixed tolerance, so only a battery that names its micro-batch count runs it.
+    ("accumulation_equivalent", "accumulation_micro_batches"),
 )
 
 
@@ -80,6 +82,7 @@ class ModelBattery(ModelTestCase):
     """Set the class attributes below in a subclass to inherit the standard model tests."""
 
     model_factory: Any = None  # () -> nn.Module, a fresh model for each test
+    accumulation_micro_batches: Any = None  # k: run test_accumulation_equivalent with k micro-batches
     input_factory: Any = None  # () -> inputs (Tensor, tuple, dict)
     target_factory: Any = None  # () -> target, optional
     loss_fn: Any = None  # (output, target) -> scalar; default: see torchcheck_mixin.losses
@@ -261,10 +264,11 @@ class ModelBattery(ModelTestCase):
         model, inputs = self._model(), self._inputs()
         if calling.lazy_modules(model) or not any(p.requires_grad for p in model.parameters()):
             self.skipTest("no initialised trainable parameter to accumulate gradients into")
-        if batch_size(inputs) % 2:
-            self.skipTest("the input batch is odd; use an even batch to split it into 2 micro-batches")
+        k = self.accumulation_micro_batches
+        if batch_size(inputs) % k:
+            self.skipTest(f"the input batch does not split into {k} equal micro-batches")
         # BatchNorm in eval mode: its per-micro-batch statistics differ by design (see the assertion).
-        self.assertAccumulationEquivalent(model, inputs, self._target(), micro_batches=2, loss_fn=self._loss(),
+        self.assertAccumulationEquivalent(model, inputs, self._target(), micro_batches=k, loss_fn=self._loss(),
                                           batchnorm="eval")
 
     def _battery_precision_parity(self) -> None:
