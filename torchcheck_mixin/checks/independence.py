@@ -45,7 +45,7 @@ def _batched_leaves(value: Any, batch_dim: int, batch: int) -> List[Tuple[Tuple,
     return [(p, t) for p, t in trees.tensor_leaves(value) if t.dim() > batch_dim and t.shape[batch_dim] == batch]
 
 
-def _batch_size(inputs: Any, batch_dim: int) -> int:
+def batch_size(inputs: Any, batch_dim: int) -> int:
     leaves = [t for _, t in trees.tensor_leaves(inputs) if t.dim() > batch_dim]
     if not leaves:
         raise ValueError(f"inputs hold no tensor with a dimension {batch_dim} (batch_dim) to split samples on")
@@ -67,7 +67,7 @@ def check_batch_independent(model: nn.Module, inputs: Any, *, batch_dim: int = 0
     device = calling.model_device(module)
     gen = calling.make_generator(seed, device)
     x = calling.to_device(calling.resolve(inputs, gen, "inputs"), device)
-    batch = _batch_size(x, batch_dim)
+    batch = batch_size(x, batch_dim)
     probes = _probes(batch)
     findings: List[Finding] = []
     shape_notes: Dict[str, str] = {}

@@ -19,6 +19,7 @@ from ..core import calling, trees
 from ..core.results import Finding, SingleSampleResult
 from ..core.state import ModelGuard
 from . import probing
+from .independence import batch_size
 
 __unittest = True
 
@@ -31,12 +32,7 @@ def check_single_sample_consistent(model: nn.Module, inputs: Any, *, batch_dim: 
     if isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 1:
         raise ValueError(f"max_samples must be an int >= 1, got {max_samples!r}")
     module, _, x, _ = probing.prepare(model, inputs, seed)
-    leaves = [t for _, t in trees.tensor_leaves(x) if t.dim() > batch_dim]
-    if not leaves:
-        raise ValueError(f"inputs hold no tensor with a dimension {batch_dim} (batch_dim) to split samples on")
-    batch = leaves[0].shape[batch_dim]
-    if batch < 2:
-        raise ValueError(f"inputs have batch size {batch}; at least 2 samples are needed to compare with one")
+    batch = batch_size(x, batch_dim)
     # the first ones and always the last one (where a partial batch's odd sample sits)
     samples = sorted(set(range(min(batch, max_samples) - 1)) | {batch - 1})
     findings: List[Finding] = []
