@@ -100,6 +100,7 @@ class ModelAssertionsMixin:
         atol: float = 0.0,
         train: bool = True,
         msg: Any = None,
+        output: Any = None,
     ) -> ParameterUpdateReport:
         """Every trainable parameter is updated by one training-like pass; returns the report.
 
@@ -109,12 +110,16 @@ class ModelAssertionsMixin:
         stay unused for these inputs go in ``allow_not_updated``; deliberately frozen ones in
         ``expect_frozen``. See ``check_parameters_updated`` for every argument.
 
+        ``output=`` (a key, an index or a callable) picks the tensor of a structured output that
+        the loss and the target apply to.
+
         >>> self.assertParametersUpdated(model, x, y, allow_not_updated=["cat_branch"])
+        >>> self.assertParametersUpdated(encoder, (ids, mask), y, output="encoder_output")
         """
         report = check_parameters_updated(
             model, inputs, target, mode=mode, loss_fn=loss_fn, optimizer=optimizer,
             allow_not_updated=allow_not_updated, expect_frozen=expect_frozen, seed=seed,
-            trials=trials, atol=atol, train=train,
+            trials=trials, atol=atol, train=train, output=output,
         )
         if not report.passed:
             # torchinfo's figures only where a failure message shows them.

@@ -50,7 +50,7 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from ..core import calling, distributed, trees
+from ..core import calling, default_loss, distributed, trees
 from ..core.default_loss import compute_loss
 from ..core.parameters import ParamEntry, parameter_table, resolve_selection, walk
 from ..core.reductions import max_abs, max_abs_diff, sgd_step_change, to_host
@@ -340,6 +340,7 @@ def check_parameters_updated(
     trials: int = 1,
     atol: float = 0.0,
     train: bool = True,
+    output: Any = None,
 ) -> ParameterUpdateReport:
     """Run one training-like pass and classify every parameter; the model is left untouched.
 
@@ -360,6 +361,9 @@ def check_parameters_updated(
         seed, trials: the private random draws; updated in any trial counts as updated.
         atol: a gradient (or change) of at most ``atol`` counts as zero.
         train: run the forward in train mode (default) or eval mode.
+        output: which tensor of a structured output the loss and the target apply to: a key
+            (``"logits"``), an index (``0``) or a callable ``output -> tensor``. A missing key, an
+            index out of range or a non-tensor pick is a ``ValueError`` naming ``output=``.
 
     Returns:
         ParameterUpdateReport with one record per unique parameter.
@@ -368,6 +372,7 @@ def check_parameters_updated(
         TypeError, ValueError: on misuse (never for a model that fails the check).
     """
     check_not_inference_mode("check_parameters_updated")
+    loss_fn = default_loss.with_selector(loss_fn, output)
     atol = _validate(model, inputs, mode, loss_fn, optimizer, seed, trials, atol, train)
     module, _ = calling.unwrap(model)
     sharded = distributed.needs_backward_for_grads(module)

@@ -17,6 +17,7 @@ structured output with a plain target) is a ``ValueError`` asking for a ``loss_f
 broadcast would test the wrong thing.
 """
 
+from collections.abc import Mapping
 from typing import Any, Callable, Optional
 
 import torch
@@ -120,10 +121,88 @@ def target_loss(output: Any, target: Any) -> torch.Tensor:
     return torch.stack(parts).sum() if len(parts) > 1 else parts[0]
 
 
+def _available(output: Any) -> str:
+    if isinstance(output, Mapping):
+        return f"available keys: {', '.join(repr(k) for k in output)}"
+    if isinstance(output, (tuple, list)):
+        return f"the output is a {type(output).__name__} of length {len(output)}"
+    return f"the output is {describe_output(output)}"
+
+
+def check_selector(output: Any) -> None:
+    """``output=`` must be None, a key (str), an index (int) or a callable."""
+    if output is None or callable(output) or isinstance(output, str):
+        return
+    if isinstance(output, int) and not isinstance(output, bool):
+        return
+    raise TypeError(f"output= must be a key (str), an index (int) or a callable taking the model output; "
+                    f"got {type(output).__name__} {output!r}")
+
+
+def select_output(output: Any, selector: Any) -> Any:
+    """The tensor ``output=`` picks from the model output (a key, an index or a callable)."""
+    if selector is None:
+        return output
+    if callable(selector):
+        picked = selector(output)
+        if not isinstance(picked, torch.Tensor):
+            raise ValueError(f"output= returned a {type(picked).__name__}, not a tensor; {_available(output)}")
+        return picked
+    if isinstance(selector, str):
+        if isinstance(output, Mapping) and selector in output:
+            picked = output[selector]
+        elif not isinstance(output, Mapping) and not isinstance(output, (tuple, list, torch.Tensor)) \
+                and hasattr(output, selector):
+            picked = getattr(output, selector)
+        else:
+            raise ValueError(f"output={selector!r}: no such key in the model output; {_available(output)}")
+    else:
+        if not isinstance(output, (tuple, list)) or not -len(output) <= selector < len(output):
+            raise ValueError(f"output={selector!r}: index out of range or output not a tuple/list; "
+                             f"{_available(output)}")
+        picked = output[selector]
+    if not isinstance(picked, torch.Tensor):
+        raise ValueError(f"output={selector!r} picks a {type(picked).__name__}, not a tensor; {_available(output)}")
+    return picked
+
+
+class Selected:
+    """A ``loss_fn`` (or None: the default loss) applied to the tensor ``output=`` selects.
+
+    Checks receive it in place of ``loss_fn``; ``compute_loss`` unwraps it, so every check that
+    computes a loss honours ``output=`` through one path.
+    """
+
+    def __init__(self, selector: Any, loss_fn: Optional[Callable]):
+        self.selector = selector
+        self.loss_fn = loss_fn
+
+    def __call__(self, output: Any, target: Any = None) -> torch.Tensor:
+        picked = select_output(output, self.selector)
+        if self.loss_fn is not None:
+            return self.loss_fn(picked) if target is None else self.loss_fn(picked, target)
+        if target is None:
+            raise ValueError("output= without target or loss_fn: the default loss needs the check's generator")
+        return target_loss(picked, target)
+
+
+def with_selector(loss_fn: Optional[Callable], output: Any) -> Optional[Callable]:
+    """``loss_fn`` combined with the ``output=`` selector (unchanged when ``output`` is None)."""
+    check_selector(output)
+    if output is None:
+        return loss_fn
+    if loss_fn is not None and not callable(loss_fn):
+        raise TypeError(f"loss_fn must be callable or None, got {type(loss_fn).__name__}")
+    return Selected(output, loss_fn)
+
+
 def compute_loss(
     output: Any, target: Any, loss_fn: Optional[Callable], generator: torch.Generator
 ) -> torch.Tensor:
     """The scalar loss of one forward pass (see the module docstring for the rules)."""
+    if isinstance(loss_fn, Selected):
+        output = select_output(output, loss_fn.selector)
+        loss_fn = loss_fn.loss_fn
     if loss_fn is not None:
         loss = loss_fn(output) if target is None else loss_fn(output, target)
         if not isinstance(loss, torch.Tensor):
