@@ -73,6 +73,19 @@ class OutputSelectorTest(ModelAssertionsMixin, unittest.TestCase):
     def test_overfit_with_selector(self):
         self.assertCanOverfitBatch(DictNet(), self.x, self.y, output="logits", steps=60)
 
+    def test_overfit_without_target_fits_the_selected_tensor(self):
+        self.assertCanOverfitBatch(DictNet(), self.x, output="logits", steps=60)
+
+    def test_initial_loss_with_selector(self):
+        self.assertInitialLoss(DictNet(), self.x, self.y, output="logits", rtol=1.0)
+        with self.assertRaisesRegex(ValueError, "output='nope'"):
+            self.assertInitialLoss(DictNet(), self.x, self.y, output="nope")
+
+    def test_accumulation_with_selector(self):
+        x = torch.randn(4, 4)
+        self.assertAccumulationEquivalent(DictNet(), x, torch.randint(0, 3, (4,)), output="logits")
+        self.assertAccumulationEquivalent(TupleNet(), x, output=1)
+
 
 if __name__ == "__main__":
     unittest.main()

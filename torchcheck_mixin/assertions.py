@@ -210,12 +210,12 @@ class ModelAssertionsMixin:
 
     def assertCanOverfitBatch(self, model: nn.Module, inputs: Any, target: Any = None, *, steps: int = 50,
                               loss_fn: Optional[Callable] = None, optimizer: Optional[torch.optim.Optimizer] = None,
-                              min_decrease: float = 0.5, msg: Any = None) -> OverfitResult:
+                              min_decrease: float = 0.5, msg: Any = None, output: Any = None) -> OverfitResult:
         """``steps`` optimizer steps on one batch cut the loss by ``min_decrease`` (runs on a copy).
 
         >>> self.assertCanOverfitBatch(model, x, y, steps=30)
         """
-        result = check_can_overfit_batch(model, inputs, target, steps=steps, loss_fn=loss_fn, optimizer=optimizer,
+        result = check_can_overfit_batch(model, inputs, target, steps=steps, loss_fn=loss_fn, output=output, optimizer=optimizer,
                                          min_decrease=min_decrease)
         if not result.passed:
             self._torchcheck_fail(msg, messages.describe_overfit(result))
@@ -314,13 +314,13 @@ class ModelAssertionsMixin:
 
     def assertInitialLoss(self, model: nn.Module, inputs: Any, target: Any, *, num_classes: Optional[int] = None,
                           expected: Optional[float] = None, loss_fn: Optional[Callable] = None, rtol: float = 0.25,
-                          msg: Any = None) -> None:
+                          msg: Any = None, output: Any = None) -> None:
         """The untrained classifier's loss is within ``rtol`` of ln C (or ``expected``); one forward.
 
         >>> self.assertInitialLoss(classifier, x, y)
         """
         result = check_initial_loss(model, inputs, target, num_classes=num_classes, expected=expected,
-                                    loss_fn=loss_fn, rtol=rtol)
+                                    loss_fn=loss_fn, output=output, rtol=rtol)
         if not result.passed:
             self._torchcheck_fail(msg, messages.describe_initial_loss(result))
 
@@ -357,7 +357,7 @@ class ModelAssertionsMixin:
     def assertAccumulationEquivalent(self, model: nn.Module, inputs: Any, target: Any = None, *, micro_batches: int = 2,
                                      loss_fn: Optional[Callable] = None, step_fn: Optional[Callable] = None,
                                      rtol: Optional[float] = None, atol: float = 0.0, batchnorm: str = "explain",
-                                     msg: Any = None) -> Any:
+                                     msg: Any = None, output: Any = None) -> Any:
         """``micro_batches`` accumulated micro-batches give the full batch's gradients (on copies).
 
         ``step_fn(model, [(inputs_i, target_i), ...])`` is your accumulation loop (forward, loss
@@ -370,14 +370,14 @@ class ModelAssertionsMixin:
         from .checks.accumulation import check_accumulation_equivalent
 
         return self._torchcheck_equivalence(check_accumulation_equivalent(
-            model, inputs, target, micro_batches=micro_batches, loss_fn=loss_fn, step_fn=step_fn, rtol=rtol, atol=atol,
+            model, inputs, target, micro_batches=micro_batches, loss_fn=loss_fn, output=output, step_fn=step_fn, rtol=rtol, atol=atol,
             batchnorm=batchnorm), msg)
 
     def assertResumeEquivalent(self, model_factory: Callable, optimizer_factory: Callable, data: Any, *,
                                steps_before: int = 2, steps_after: int = 2, scheduler_factory: Optional[Callable] = None,
                                scaler_factory: Optional[Callable] = None, loss_fn: Optional[Callable] = None,
                                save_fn: Optional[Callable] = None, load_fn: Optional[Callable] = None,
-                               tolerance: float = 0.0, msg: Any = None) -> Any:
+                               tolerance: float = 0.0, msg: Any = None, output: Any = None) -> Any:
         """Save after ``steps_before`` steps, rebuild from the factories, load, ``steps_after`` steps:
         equal (bitwise by default) to uninterrupted training. Cost: 2 x (n + m) training steps.
 
@@ -388,13 +388,13 @@ class ModelAssertionsMixin:
 
         return self._torchcheck_equivalence(check_resume_equivalent(
             model_factory, optimizer_factory, data, steps_before=steps_before, steps_after=steps_after,
-            scheduler_factory=scheduler_factory, scaler_factory=scaler_factory, loss_fn=loss_fn, save_fn=save_fn,
+            scheduler_factory=scheduler_factory, scaler_factory=scaler_factory, loss_fn=loss_fn, output=output, save_fn=save_fn,
             load_fn=load_fn, tolerance=tolerance), msg)
 
     def assertCompileParity(self, model: nn.Module, inputs: Any, target: Any = None, *,
                             loss_fn: Optional[Callable] = None, rtol: Optional[float] = None,
                             atol: Optional[float] = None, backend: Any = "inductor", check_graph_breaks: bool = False,
-                            dynamic_shapes: Any = None, train: bool = False, msg: Any = None) -> Any:
+                            dynamic_shapes: Any = None, train: bool = False, msg: Any = None, output: Any = None) -> Any:
         """Outputs and gradients of ``torch.compile(copy)`` match eager; optionally no graph break and
         no recompile over ``dynamic_shapes``. Skips (``unittest.SkipTest``) where compilation is
         unavailable. Cost: one eager and one compiled training step plus the compile.
@@ -404,12 +404,12 @@ class ModelAssertionsMixin:
         from .checks.compile import check_compile_parity
 
         return self._torchcheck_equivalence(check_compile_parity(
-            model, inputs, target, loss_fn=loss_fn, rtol=rtol, atol=atol, backend=backend,
+            model, inputs, target, loss_fn=loss_fn, output=output, rtol=rtol, atol=atol, backend=backend,
             check_graph_breaks=check_graph_breaks, dynamic_shapes=dynamic_shapes, train=train), msg)
 
     def assertAutocastParity(self, model: nn.Module, inputs: Any, target: Any = None, *, dtype: Any = None,
                              loss_fn: Optional[Callable] = None, rtol: Optional[float] = None, atol: float = 0.0,
-                             train_step: bool = True, msg: Any = None) -> Any:
+                             train_step: bool = True, msg: Any = None, output: Any = None) -> Any:
         """Under ``torch.autocast`` (bfloat16 on CPU, float16 on CUDA) outputs stay within the dtype's
         tolerance of float32 and a training step stays finite. Cost: two forwards, one training step.
 
@@ -418,7 +418,7 @@ class ModelAssertionsMixin:
         from .checks.precision import check_autocast_parity
 
         return self._torchcheck_equivalence(check_autocast_parity(
-            model, inputs, target, dtype=dtype, loss_fn=loss_fn, rtol=rtol, atol=atol, train_step=train_step), msg)
+            model, inputs, target, dtype=dtype, loss_fn=loss_fn, output=output, rtol=rtol, atol=atol, train_step=train_step), msg)
 
     def assertPrecisionParity(self, model: nn.Module, inputs: Any, *, rtol: float = 1e-4, atol: float = 0.0,
                               msg: Any = None) -> Any:

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from ..core import default_loss as _dl
 from ..core import calling, divergence, trees
 from ..core.default_loss import compute_loss
 from ..core.results import EquivalenceResult
@@ -77,10 +78,11 @@ def _grads(model: nn.Module) -> List[Tuple[str, torch.Tensor]]:
 def check_accumulation_equivalent(model: nn.Module, inputs: Any, target: Any = None, *, micro_batches: int = 2,
                                   loss_fn: Optional[Callable] = None, step_fn: Optional[Callable] = None,
                                   rtol: Optional[float] = None, atol: float = 0.0, batchnorm: str = "explain",
-                                  seed: int = 0) -> EquivalenceResult:
+                                  seed: int = 0, output: Any = None) -> EquivalenceResult:
     calling.check_module(model)
     calling.check_inputs(inputs)
     calling.check_callable(loss_fn, "loss_fn")
+    loss_fn = _dl.with_selector(loss_fn, output)
     calling.check_callable(step_fn, "step_fn")
     if isinstance(micro_batches, bool) or not isinstance(micro_batches, int):
         raise TypeError(f"micro_batches must be an int >= 2, got {type(micro_batches).__name__}")
@@ -105,10 +107,13 @@ def check_accumulation_equivalent(model: nn.Module, inputs: Any, target: Any = N
         y = calling.to_device(target, device) if target is not None else None
 
         ref_y = y
-        if ref_y is None and loss_fn is None:  # a mean loss whose target slices with the batch
+        default = loss_fn is None or isinstance(loss_fn, _dl.Selected) and loss_fn.loss_fn is None
+        if ref_y is None and default:  # a mean loss whose target slices with the batch
             probe, _ = _prepare(root, True)
             with torch.no_grad():
                 out = calling.call(probe, x)
+                if isinstance(loss_fn, _dl.Selected):
+                    out = _dl.select_output(out, loss_fn.selector)
             ref_y = trees.map_tensors(lambda t: torch.randn(t.shape, generator=gen, device=gen.device).to(t.device, t.dtype)
                                       if t.is_floating_point() else t, out)
             del probe, out

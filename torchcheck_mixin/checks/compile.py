@@ -30,6 +30,7 @@ import warnings
 import torch
 from torch import nn
 
+from ..core import default_loss as _dl
 from ..core import calling, divergence, trees
 from ..core.default_loss import compute_loss
 from ..core.results import EquivalenceResult
@@ -64,10 +65,11 @@ def _unavailable(exc: BaseException) -> Optional[str]:
 def check_compile_parity(model: nn.Module, inputs: Any, target: Any = None, *, loss_fn: Optional[Callable] = None,
                          rtol: Optional[float] = None, atol: Optional[float] = None, backend: Any = "inductor",
                          check_graph_breaks: bool = False, dynamic_shapes: Optional[Sequence[Any]] = None,
-                         train: bool = False, seed: int = 0) -> EquivalenceResult:
+                         train: bool = False, seed: int = 0, output: Any = None) -> EquivalenceResult:
     calling.check_module(model)
     calling.check_inputs(inputs)
     calling.check_callable(loss_fn, "loss_fn")
+    loss_fn = _dl.with_selector(loss_fn, output)
     if not (isinstance(backend, str) or callable(backend)):
         raise TypeError(f"backend must be a torch.compile backend name or callable, got {type(backend).__name__}")
     if dynamic_shapes is not None:

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core import default_loss as _dl
 from ..core import calling, trees
 from ..core.results import InitialLossResult
 from ..core.state import ModelGuard
@@ -38,10 +39,11 @@ def _logits(out: Any) -> torch.Tensor:
 
 def check_initial_loss(model: nn.Module, inputs: Any, target: Any, *, num_classes: Optional[int] = None,
                        expected: Optional[float] = None, loss_fn: Optional[Callable] = None, rtol: float = 0.25,
-                       seed: int = 0) -> InitialLossResult:
+                       seed: int = 0, output: Any = None) -> InitialLossResult:
     """Check that the untrained model's loss is close to ln C (or ``expected``)."""
     rtol = calling.check_tolerance(rtol, "rtol")
     calling.check_callable(loss_fn, "loss_fn")
+    _dl.check_selector(output)
     if target is None:
         raise TypeError("target must be the class labels (a LongTensor) for the loss at initialisation")
     if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2):
@@ -52,7 +54,7 @@ def check_initial_loss(model: nn.Module, inputs: Any, target: Any, *, num_classe
     y = calling.to_device(target, device)
     with torch.no_grad(), ModelGuard(module, seed=seed, extra=x):
         module.eval()
-        out = calling.call(module, x)
+        out = _dl.select_output(calling.call(module, x), output)
         logits = _logits(out)
         if logits.dim() < 2:
             raise ValueError(f"logits of shape {tuple(logits.shape)} have no class dimension (expected (B, C, ...))")

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from ..core import default_loss as _dl
 from ..core import calling, trees
 from ..core.default_loss import compute_loss
 from ..core.results import OverfitResult
@@ -29,7 +30,8 @@ __tracebackhide__ = True  # pytest hides this module's frames (it reads f_global
 DEFAULT_LR = 1e-2
 
 
-def _teacher_target_loss(twin: nn.Module, x: Any, gen: torch.Generator) -> Callable[[Any], torch.Tensor]:
+def _teacher_target_loss(twin: nn.Module, x: Any, gen: torch.Generator,
+                         select: Callable[[Any], Any] = lambda o: o) -> Callable[[Any], torch.Tensor]:
     """MSE to the outputs of a perturbed copy of the model (a target the model can reach).
 
     Random targets are not always reachable (a 21-parameter linear layer cannot fit 24 random
@@ -46,12 +48,13 @@ def _teacher_target_loss(twin: nn.Module, x: Any, gen: torch.Generator) -> Calla
             noise = torch.randn(p.shape, generator=gen, device=gen.device).to(p.device)
             p.add_((noise * (scale + 0.05)).to(p.dtype))
         teacher.eval()
-        reference = calling.call(teacher, x)
+        reference = select(calling.call(teacher, x))
     leaves = {p: t.detach() for p, t in trees.tensor_leaves(reference) if t.is_floating_point()}
     if not leaves:
         raise ValueError("the model output has no floating-point tensor to fit; pass target= or loss_fn=")
 
     def loss(out: Any) -> torch.Tensor:
+        out = select(out)
         parts = [F.mse_loss(t.float(), leaves[p].float()) for p, t in trees.tensor_leaves(out) if p in leaves]
         return torch.stack(parts).sum()
 
@@ -60,12 +63,13 @@ def _teacher_target_loss(twin: nn.Module, x: Any, gen: torch.Generator) -> Calla
 
 def check_can_overfit_batch(model: nn.Module, inputs: Any, target: Any = None, *, steps: int = 50,
                             loss_fn: Optional[Callable] = None, optimizer: Optional[torch.optim.Optimizer] = None,
-                            min_decrease: float = 0.5, seed: int = 0) -> OverfitResult:
+                            min_decrease: float = 0.5, seed: int = 0, output: Any = None) -> OverfitResult:
     """Train a copy for ``steps`` steps on one batch; the loss must fall by ``min_decrease`` (a fraction)."""
     check_not_inference_mode("check_can_overfit_batch")
     calling.check_module(model)
     calling.check_inputs(inputs)
     calling.check_callable(loss_fn, "loss_fn")
+    loss_fn = _dl.with_selector(loss_fn, output)
     if isinstance(steps, bool) or not isinstance(steps, int):
         raise TypeError(f"steps must be an int >= 1, got {type(steps).__name__} {steps!r}")
     if steps < 1:
@@ -98,7 +102,12 @@ def check_can_overfit_batch(model: nn.Module, inputs: Any, target: Any = None, *
             params = [p for p in twin.parameters() if p.requires_grad]
             opt = torch.optim.Adam(params, lr=DEFAULT_LR) if params else None
             step = (lambda: calling.private_step(opt)) if opt is not None else (lambda: None)
-        fit = _teacher_target_loss(twin, x, gen) if loss_fn is None and y is None else None
+        selected = isinstance(loss_fn, _dl.Selected) and loss_fn.loss_fn is None
+        if y is None and (loss_fn is None or selected):  # a reachable target (of the selected tensor)
+            fit = _teacher_target_loss(twin, x, gen, (lambda o: _dl.select_output(o, output)) if selected
+                                       else (lambda o: o))
+        else:
+            fit = None
         twin.train()
         for _ in range(steps + 1):
             out = calling.call(twin, x)

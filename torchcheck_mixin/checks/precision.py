@@ -25,6 +25,7 @@ from typing import Any, Callable, List, Optional
 import torch
 from torch import nn
 
+from ..core import default_loss as _dl
 from ..core import calling, divergence, trees
 from ..core.default_loss import compute_loss, weighted_sum_loss
 from ..core.results import Divergence, EquivalenceResult
@@ -70,10 +71,11 @@ def _leaf_lines(ref: Any, other: Any, rtol: float, atol: float) -> List[str]:
 
 def check_autocast_parity(model: nn.Module, inputs: Any, target: Any = None, *, dtype: Optional[torch.dtype] = None,
                           loss_fn: Optional[Callable] = None, rtol: Optional[float] = None, atol: float = 0.0,
-                          train_step: bool = True, seed: int = 0) -> EquivalenceResult:
+                          train_step: bool = True, seed: int = 0, output: Any = None) -> EquivalenceResult:
     root = _float32_model(model)
     calling.check_inputs(inputs)
     calling.check_callable(loss_fn, "loss_fn")
+    loss_fn = _dl.with_selector(loss_fn, output)
     device = calling.model_device(root)
     if device.type not in ("cpu", "cuda"):
         raise ValueError(f"autocast parity runs on cpu or cuda; the model is on {device}")

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..core import default_loss as _dl
 from ..core import calling
 from ..core.default_loss import compute_loss
 from ..core.results import Divergence, EquivalenceResult
@@ -83,13 +84,14 @@ def check_resume_equivalent(model_factory: Callable, optimizer_factory: Callable
                             steps_after: int = 2, scheduler_factory: Optional[Callable] = None,
                             scaler_factory: Optional[Callable] = None, loss_fn: Optional[Callable] = None,
                             save_fn: Optional[Callable] = None, load_fn: Optional[Callable] = None,
-                            tolerance: float = 0.0, seed: int = 0) -> EquivalenceResult:
+                            tolerance: float = 0.0, seed: int = 0, output: Any = None) -> EquivalenceResult:
     for name, f in (("model_factory", model_factory), ("optimizer_factory", optimizer_factory)):
         if not callable(f):
             raise TypeError(f"{name} must be callable, got {type(f).__name__}")
     for name, f in (("scheduler_factory", scheduler_factory), ("scaler_factory", scaler_factory),
                     ("loss_fn", loss_fn), ("save_fn", save_fn), ("load_fn", load_fn)):
         calling.check_callable(f, name)
+    loss_fn = _dl.with_selector(loss_fn, output)
     if (save_fn is None) != (load_fn is None):
         raise ValueError("give save_fn and load_fn together (or neither, for the default full checkpoint)")
     for name, v in (("steps_before", steps_before), ("steps_after", steps_after)):
