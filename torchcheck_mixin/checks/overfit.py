@@ -111,7 +111,10 @@ def check_can_overfit_batch(model: nn.Module, inputs: Any, target: Any = None, *
         twin.train()
         for _ in range(steps + 1):
             out = calling.call(twin, x)
-            if fit is not None:
+            own = _dl.own_loss(out) if fit is not None and not selected else None
+            if own is not None:  # a Hugging Face output with labels: the loss the user trains with
+                loss = own
+            elif fit is not None:
                 loss = fit(out)
             else:
                 loss = compute_loss(out, y, loss_fn, gen)

@@ -8,9 +8,16 @@ exactly zero, so a correct model would look broken. Instead:
 * with a floating target of the output's shape: mean squared error;
 * with an integer target shaped like the output minus its class dimension (dim 1):
   cross-entropy;
-* with no target: ``sum(leaf * W)`` over every floating (or complex) tensor leaf of the output,
+* with no target, when the output carries its own loss (Hugging Face's ``ModelOutput.loss`` for
+  inputs holding ``labels``, or a ``"loss"`` key / ``.loss`` attribute that is a 0-d floating
+  tensor): that loss, the one the user trains with;
+* with no target otherwise: ``sum(leaf * W)`` over every floating (or complex) tensor leaf of the output,
   ``W`` drawn from the check's private generator, so every output element reaches the loss with
   a non-zero weight.
+
+Precedence: ``loss_fn`` > ``target`` (default loss on the ``output=``-selected tensor) > the
+output's own ``.loss`` > the weighted sum. With ``output=`` and no target, the weighted sum runs
+on the selected tensor (the selection is explicit, so the own loss is not used).
 
 Anything else (a target that would broadcast, an integer target of the output's shape, a
 structured output with a plain target) is a ``ValueError`` asking for a ``loss_fn``: a silent
@@ -196,11 +203,28 @@ def with_selector(loss_fn: Optional[Callable], output: Any) -> Optional[Callable
     return Selected(output, loss_fn)
 
 
+def own_loss(output: Any) -> Optional[torch.Tensor]:
+    """The training loss the output carries (Hugging Face's ``ModelOutput.loss``, a ``"loss"`` key).
+
+    Only a 0-d floating tensor counts; anything else (absent, None, per-sample) returns None.
+    """
+    if isinstance(output, torch.Tensor):
+        return None
+    if isinstance(output, Mapping):
+        loss = output.get("loss") if "loss" in output else None
+    else:
+        loss = getattr(output, "loss", None) if not isinstance(output, (tuple, list)) else None
+    if isinstance(loss, torch.Tensor) and loss.dim() == 0 and loss.is_floating_point():
+        return loss
+    return None
+
+
 def compute_loss(
     output: Any, target: Any, loss_fn: Optional[Callable], generator: torch.Generator
 ) -> torch.Tensor:
     """The scalar loss of one forward pass (see the module docstring for the rules)."""
-    if isinstance(loss_fn, Selected):
+    selected = isinstance(loss_fn, Selected)
+    if selected:
         output = select_output(output, loss_fn.selector)
         loss_fn = loss_fn.loss_fn
     if loss_fn is not None:
@@ -217,4 +241,8 @@ def compute_loss(
         return loss.real if loss.is_complex() else loss
     if target is not None:
         return target_loss(output, target)
+    if not selected:
+        own = own_loss(output)
+        if own is not None:
+            return own
     return weighted_sum_loss(output, generator)
