@@ -16,6 +16,8 @@ The mixin has no ``__init__``, no ``setUp``, no metaclass and no state; it works
             self.assertForwardShape(model, x, ("B", 10))
 """
 
+import functools
+import inspect
 import unittest
 from typing import Any, Callable, Optional
 
@@ -23,6 +25,8 @@ import torch
 from torch import nn
 
 from .core import calling, messages
+from .core.default_loss import OutputTargetMismatch
+from .core.trees import leaves as tree_leaves
 from .checks.batches import check_batch_shape
 from .checks.counts import check_parameter_count
 from .checks.dtypes import check_dtype
@@ -445,12 +449,41 @@ class ModelAssertionsMixin:
         if not result.passed:
             self._torchcheck_fail(msg, messages.describe_moves(result))
         return result
+def _input_batch(inputs: Any) -> Optional[int]:
+    """The leading size of the first tensor of concrete inputs (None for a data factory)."""
+    if callable(inputs) and not isinstance(inputs, torch.Tensor):
+        return None
+    for _, leaf in tree_leaves(inputs):
+        if isinstance(leaf, torch.Tensor) and leaf.dim():
+            return int(leaf.shape[0])
+    return None
+
+
+def _model_faults(fn: Callable) -> Callable:
+    """An output/target mismatch caused by the model (its batch lost) fails the check; misuse stays."""
+    signature = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def run(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(self, *args, **kwargs)
+        except OutputTargetMismatch as err:
+            bound = signature.bind_partial(self, *args, **kwargs).arguments
+            batch = _input_batch(bound.get("inputs"))
+            if not err.batch_lost(batch):  # misuse: a plain ValueError, as every other one
+                raise ValueError(str(err)) from None
+            fault, text = err, messages.describe_batch_lost(err.out_shape, err.target_shape, batch)
+        del fault  # fail outside the except: no chained library traceback
+        self._torchcheck_fail(bound.get("msg"), text)
+    return run
+
+
 def _add_boundaries(cls: type) -> None:
     """Every ``assert*`` method re-raises library-raised misuse errors without library frames
     (see core/boundary.py); applied to all of them, including ones added later in this class."""
     for name, fn in list(vars(cls).items()):
         if name.startswith("assert") and callable(fn) and not getattr(fn, "__torchcheck_boundary__", False):
-            setattr(cls, name, public(fn))
+            setattr(cls, name, public(_model_faults(fn)))
 
 
 _add_boundaries(ModelAssertionsMixin)

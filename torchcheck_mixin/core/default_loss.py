@@ -37,6 +37,25 @@ __unittest = True
 __tracebackhide__ = True  # pytest hides this module's frames (it reads f_globals)
 
 
+class OutputTargetMismatch(ValueError):
+    """The output and the target of a default loss do not fit each other.
+
+    A ``ValueError`` for the engine (``check_*``); the assertion layer decides whether the test
+    misused the call or the model lost its batch dimension (see ``batch_lost``).
+    """
+
+    def __init__(self, text: str, out_shape: torch.Size, target_shape: torch.Size):
+        super().__init__(text)
+        self.out_shape = tuple(out_shape)
+        self.target_shape = tuple(target_shape)
+
+    def batch_lost(self, input_batch: Optional[int]) -> bool:
+        """The model's fault: the target has the inputs' batch size and the output does not."""
+        if input_batch is None or not self.out_shape or not self.target_shape:
+            return False
+        return self.target_shape[0] == input_batch and self.out_shape[0] != input_batch
+
+
 def _random_weights(leaf: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     shape = leaf.shape + ((2,) if leaf.is_complex() else ())
     w = torch.randn(shape, generator=generator, device=generator.device, dtype=torch.float32)
@@ -84,19 +103,19 @@ def _pair_loss(out: Any, target: Any, where: str) -> torch.Tensor:
         raise ValueError(f"cannot build a default loss: {where} has dtype {out.dtype}; pass loss_fn")
     if target.is_floating_point():
         if target.shape != out.shape:
-            raise ValueError(
+            raise OutputTargetMismatch(
                 f"target{where[6:]} has shape {format_shape(target.shape)} but {where} has shape "
                 f"{format_shape(out.shape)}; a default MSE would broadcast them. Reshape the target "
-                f"or pass loss_fn"
+                f"or pass loss_fn", out.shape, target.shape
             )
         return F.mse_loss(_real(out).float(), _real(target).float())
     if target.dtype in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
         expected = out.shape[:1] + out.shape[2:] if out.dim() >= 2 else None
         if expected is None or target.shape != expected:
-            raise ValueError(
+            raise OutputTargetMismatch(
                 f"integer target{where[6:]} of shape {format_shape(target.shape)} does not fit {where} of "
                 f"shape {format_shape(out.shape)}: the default cross-entropy needs a class dimension "
-                f"at dim 1 (output (N, C, ...), target (N, ...)); pass loss_fn"
+                f"at dim 1 (output (N, C, ...), target (N, ...)); pass loss_fn", out.shape, target.shape
             )
         if target.device.type == "cpu" and target.numel():
             low, high = int(target.min()), int(target.max())

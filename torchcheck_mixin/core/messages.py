@@ -656,3 +656,14 @@ def describe_moves(result: "MoveResult") -> str:
         lines.append(f"{INDENT}nn.Module.to() moves parameters and buffers only; register the tensor: "
                      f"self.register_buffer({first[-1]!r}, tensor) (a list: one buffer each, or torch.stack)")
     return "\n".join(lines)
+
+
+def describe_batch_lost(out_shape: Sequence[int], target_shape: Sequence[int], input_batch: int) -> str:
+    """The default loss found an output whose leading dimension is not the inputs' batch."""
+    return block(
+        f"Model output does not keep the batch: output shape {format_shape(out_shape)}, target shape "
+        f"{format_shape(target_shape)}, inputs batch {input_batch}", [
+            f"the output's leading dimension is {out_shape[0]}, the target's and the inputs' is {input_batch}",
+            "likely cause: the batch dimension was merged or lost in forward (x.view(-1), flatten(0, 1), "
+            "reshape without the batch); keep it: x.view(x.size(0), -1) / x.flatten(1)",
+        ])
