@@ -304,8 +304,8 @@ CATALOGUE = [
       FAIL, r"no parameters"),
     C("all_parameters_frozen", lambda t: t.assertParametersUpdated(frozen_mlp(), x()),
       FAIL, r"no trainable parameters"),
-    C("all_frozen_even_if_declared", lambda t: t.assertParametersUpdated(frozen_mlp(), x(), expect_frozen=["0", "2"]),
-      FAIL, r"no trainable parameters"),
+    # every parameter frozen AND named by expect_frozen passes ("frozen stays frozen", issue 11):
+    # tests/test_selection_frozen.py; frozen without expect_frozen still fails (below).
     C("all_parameters_frozen_snapshot", lambda t: t.assertParametersUpdated(frozen_mlp(), x(), mode="snapshot"),
       FAIL, r"no trainable parameters"),
     C("forward_builds_no_graph", lambda t: t.assertParametersUpdated(NoGraph(), x()),

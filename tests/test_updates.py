@@ -122,11 +122,15 @@ class TestStatuses(unittest.TestCase):
         self.assertFalse(report.passed)
         self.assertEqual([r.name for r in report.failures], ["2.bias"])
 
-    def test_all_frozen_is_a_failure_not_a_vacuous_pass(self):
+    def test_all_frozen_is_a_failure_unless_expect_frozen_names_all(self):
         model = mlp().requires_grad_(False)
-        report = check_parameters_updated(model, X, expect_frozen=[model])
+        report = check_parameters_updated(model, X)
         self.assertFalse(report.passed)
         self.assertTrue(report.errors)
+        # a frozen encoder declared frozen: frozen stays frozen, every record checked
+        declared = check_parameters_updated(model, X, expect_frozen=[model])
+        self.assertTrue(declared.passed)
+        self.assertEqual(declared.frozen_parameters, len(list(model.parameters())))
 
     def test_forward_without_graph_fails(self):
         class NoGraph(nn.Module):

@@ -480,7 +480,8 @@ def check_parameters_updated(
     if not table:
         errors.append(f"the model ({type(module).__name__}) has no parameters: nothing can update (layers kept in "
                       f"a plain list or dict are not registered)")
-    elif not trainable:
+    elif not trainable and not {e.name for e in table} <= frozen_expected:
+        # A frozen encoder whose every parameter expect_frozen names passes: frozen stays frozen.
         errors.append("the model has no trainable parameters (every parameter has requires_grad=False)")
     status = {r.name: r.status for r in records}
     stale = tuple(entry for entry, names in allowed_by_entry.items() if all(status[n] == UPDATED for n in names))

@@ -130,6 +130,7 @@ def resolve_selection(
     selected: Set[str] = set()
     per_entry: Dict[str, Set[str]] = {}
     for item in items:
+        original = item
         hits: Set[str] = set()
         if isinstance(item, nn.Module):
             ids = {id(p) for p in item.parameters()}
@@ -140,6 +141,8 @@ def resolve_selection(
             hits = {e.name for e in table if e.param is item}
         else:
             is_glob = any(ch in item for ch in "*?[")
+            if not is_glob and item.endswith(".") and item.rstrip(".") in submodules:
+                item = item.rstrip(".")  # "backbone." names the submodule, as a prefix would
             for e in table:
                 for n in e.all_names:
                     if n == item or (is_glob and fnmatch.fnmatchcase(n, item)) or (
@@ -155,6 +158,6 @@ def resolve_selection(
                 if table
                 else f"{argname} entry {describe_entry(item)} matches no parameter: the model has none"
             )
-        per_entry[item if isinstance(item, str) else describe_entry(item)] = hits  # names stay names
+        per_entry[original if isinstance(original, str) else describe_entry(original)] = hits  # names stay names
         selected |= hits
     return selected, per_entry
