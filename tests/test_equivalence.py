@@ -191,6 +191,18 @@ class TestAccumulation(EquivalenceCase):
                    "expected, not a bug: BatchNorm", "first divergence: 1 (BatchNorm1d), output", "GroupNorm")
         self.passes(m, lambda: self.assertAccumulationEquivalent(m, X, Y, batchnorm="eval"))
 
+    def test_attention_dropout_is_not_a_false_alarm(self):
+        # nn.MultiheadAttention's dropout is functional (no Dropout submodule): left on, each
+        # micro-batch drew its own attention mask and all 27 gradients of this model "differed".
+        torch.manual_seed(0)
+        layer = nn.TransformerEncoderLayer(16, nhead=4, dim_feedforward=32, dropout=0.1, batch_first=True)
+        m = nn.Sequential(nn.TransformerEncoder(layer, num_layers=2, enable_nested_tensor=False), nn.Flatten(),
+                          nn.Linear(16 * 9, 3))
+        tokens = torch.randn(6, 9, 16, generator=torch.Generator().manual_seed(1))
+        target = torch.randint(0, 3, (6,), generator=torch.Generator().manual_seed(2))
+        self.passes(m, lambda: self.assertAccumulationEquivalent(m, tokens, target, micro_batches=2,
+                                                                 loss_fn=nn.functional.cross_entropy))
+
     def test_misuse(self):
         m = mlp()
         with self.assertRaisesRegex(ValueError, "micro_batches"):

@@ -1,6 +1,7 @@
 """Gradient accumulation: k micro-batches, accumulated, give the full batch's gradients.
 
-Two deep copies of the model run in train mode (dropout modules switched to eval in both copies,
+Two deep copies of the model run in train mode (dropout modules and nn.MultiheadAttention, whose
+attention dropout is functional, switched to eval in both copies,
 since a mask drawn per micro-batch can never match one drawn for the whole batch), under a
 forked, seeded RNG:
 
@@ -59,7 +60,9 @@ def _prepare(model: nn.Module, bn_eval: bool) -> Tuple[nn.Module, List[str]]:
     twin.train()
     bns = []
     for name, m in twin.named_modules():
-        if isinstance(m, nn.modules.dropout._DropoutNd):
+        # nn.MultiheadAttention draws its attention dropout functionally (no Dropout submodule),
+        # so it is switched to eval too; its eval mode changes nothing else while grad is enabled.
+        if isinstance(m, (nn.modules.dropout._DropoutNd, nn.MultiheadAttention)):
             m.eval()
         if isinstance(m, _BN):
             bns.append(name or "<root>")
