@@ -544,6 +544,23 @@ def _warm(model, opt, x, steps=2):
     opt.zero_grad(set_to_none=True)
 
 
+class TestPrivateStepResolution(unittest.TestCase):
+    def test_private_step_below_float32_resolution_is_updated_with_a_note(self):
+        torch.manual_seed(0)
+        model = nn.Linear(4, 1)
+        with torch.no_grad():
+            model.weight.fill_(1e9)  # ulp 64: the gradient moves nothing in a private SGD step
+        tiny = lambda out: out.sum() * 1e-6  # noqa: E731  gradient about 1e-6 per element; the bias moves
+        report = check_parameters_updated(model, X, mode="snapshot", loss_fn=tiny)
+        self.assertEqual(report.status_of("bias"), UPDATED)
+        self.assertEqual(report.status_of("weight"), UPDATED)
+        self.assertTrue(any("below float32 resolution" in n and "weight" in n for n in report.notes), report.notes)
+        # With the user's optimizer the step that does not move the weight stays a failure.
+        opt = torch.optim.SGD(model.parameters(), lr=1.0)
+        report = check_parameters_updated(model, X, mode="snapshot", optimizer=opt, loss_fn=tiny)
+        self.assertEqual(report.status_of("weight"), NOT_APPLIED)
+
+
 class TestShadowOptimizer(unittest.TestCase):
     def test_shadow_step_is_bit_identical_to_a_real_step(self):
         from torchcheck_mixin.checks import updates

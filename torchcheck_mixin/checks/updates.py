@@ -465,6 +465,24 @@ def check_parameters_updated(
                     e.name in allowed, e.name in frozen_expected)
         )
     extra_notes: Tuple[str, ...] = ()
+    resolution_notes: Tuple[str, ...] = ()
+    if mode != "gradient" and optimizer is None:
+        # The private step is p - 1.0 * g: a finite non-zero gradient that leaves p bit for bit
+        # unchanged is below half an ulp of p everywhere (layer-scaled norms of ConvNeXt). That is
+        # a limit of the probe, not of the model: the gradient says updated. With the user's
+        # optimizer the same outcome stays not_applied (its real step does not move the weight).
+        # Only in float32/float64 and only while other parameters do move: in half precision (and
+        # when nothing moves: a loss scaled to nothing) real training loses the update too.
+        moved = any(r.status == UPDATED for r in records)
+        fine = [k for k, r in enumerate(records) if moved and r.status == NOT_APPLIED
+                and r.dtype in ("torch.float32", "torch.float64")]
+        for k in fine:
+            records[k] = _replace(records[k], status=UPDATED)
+        if fine:
+            resolution_notes = (f"{len(fine)} parameter(s) updated with a private step below float32 resolution "
+                            f"(non-zero gradient smaller than half an ulp of the weight, so the value did not "
+                            f"change): {', '.join(records[k].name for k in fine[:5])}"
+                            f"{', ...' if len(fine) > 5 else ''}",)
     if not sharded and not collective and trainable:
         records, extra_notes = _second_looks(module, table, modules, records, inputs, target, loss_fn, seed,
                                              device, train, atol, mode)
@@ -493,7 +511,7 @@ def check_parameters_updated(
         summary=count_parameters(module, table),
         model=type(module).__name__,
         stale_allowances=stale,
-        notes=_notes(records, trials_out, optimizer, lazy) + _ddp_notes(model, records) + extra_notes,
+        notes=_notes(records, trials_out, optimizer, lazy) + _ddp_notes(model, records) + extra_notes + resolution_notes,
         loss=loss_value,
         optimizer=(
             ", ".join(label if label == type(o).__name__ else f"{label}: {type(o).__name__}"
