@@ -491,5 +491,174 @@ class TestRealModels(unittest.TestCase):
         self.assertTrue(check_parameters_updated(enc, torch.randn(3, 5, 8)).passed)
 
 
+
+# ----------------------------------------------------------------------- shadow optimizer steps
+
+
+class Net(nn.Module):
+    """Several tensors of several sizes, one of them with an exactly-zero gradient."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(3)
+        self.a = nn.Linear(4, 16)
+        self.b = nn.Linear(16, 16)
+        self.c = nn.Linear(16, 3)
+        self.unused_scale = nn.Parameter(torch.ones(3))
+
+    def forward(self, x):
+        return self.c(torch.tanh(self.b(torch.relu(self.a(x))))) + 0 * self.unused_scale
+
+
+def _square(out):
+    return out.pow(2).mean()
+
+
+SHADOWED = [
+    ("AdamW", lambda ps: torch.optim.AdamW(ps, lr=1e-2, weight_decay=0.1)),
+    ("Adam", lambda ps: torch.optim.Adam(ps, lr=1e-2, weight_decay=0.01, amsgrad=True)),
+    ("SGD momentum", lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=1e-3)),
+    ("SGD nesterov", lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, nesterov=True)),
+    ("RMSprop", lambda ps: torch.optim.RMSprop(ps, lr=1e-2, momentum=0.5, centered=True)),
+    ("NAdam", lambda ps: torch.optim.NAdam(ps, lr=1e-2)),
+    ("Adagrad", lambda ps: torch.optim.Adagrad(ps, lr=0.1, weight_decay=0.01)),
+    ("Adamax", lambda ps: torch.optim.Adamax(ps, lr=1e-2)),
+    ("RAdam", lambda ps: torch.optim.RAdam(ps, lr=1e-2)),
+    ("Adadelta", lambda ps: torch.optim.Adadelta(ps)),
+    ("Rprop", lambda ps: torch.optim.Rprop(ps, lr=1e-2)),
+    ("ASGD", lambda ps: torch.optim.ASGD(ps, lr=1e-2)),
+]
+
+
+def _real_step_changes(model, opt, x):
+    """max |step| per parameter of a real optimizer step, taken on a copy of model and optimizer."""
+    twin, twin_opt = copy.deepcopy((model, opt))
+    twin_opt.zero_grad(set_to_none=True)
+    _square(twin(x)).backward()
+    before = {n: p.detach().clone() for n, p in twin.named_parameters()}
+    twin_opt.step()
+    return {n: (p.detach() - before[n]).abs().max().item() for n, p in twin.named_parameters()}
+
+
+def _warm(model, opt, x, steps=2):
+    for _ in range(steps):  # real training, so that the optimizer state is not empty
+        opt.zero_grad(set_to_none=True)
+        _square(model(x)).backward()
+        opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
+class TestPrivateStepResolution(unittest.TestCase):
+    def test_private_step_below_float32_resolution_is_updated_with_a_note(self):
+        torch.manual_seed(0)
+        model = nn.Linear(4, 1)
+        with torch.no_grad():
+            model.weight.fill_(1e9)  # ulp 64: the gradient moves nothing in a private SGD step
+        tiny = lambda out: out.sum() * 1e-6  # noqa: E731  gradient about 1e-6 per element; the bias moves
+        report = check_parameters_updated(model, X, mode="snapshot", loss_fn=tiny)
+        self.assertEqual(report.status_of("bias"), UPDATED)
+        self.assertEqual(report.status_of("weight"), UPDATED)
+        self.assertTrue(any("below float32 resolution" in n and "weight" in n for n in report.notes), report.notes)
+        # With the user's optimizer the step that does not move the weight stays a failure.
+        opt = torch.optim.SGD(model.parameters(), lr=1.0)
+        report = check_parameters_updated(model, X, mode="snapshot", optimizer=opt, loss_fn=tiny)
+        self.assertEqual(report.status_of("weight"), NOT_APPLIED)
+
+
+class TestShadowOptimizer(unittest.TestCase):
+    def test_shadow_step_is_bit_identical_to_a_real_step(self):
+        from torchcheck_mixin.checks import updates
+
+        for label, make in SHADOWED:
+            for chunk in (updates.SHADOW_CHUNK, 100):  # one chunk, and a chunk per tensor or two
+                with self.subTest(optimizer=label, chunk=chunk):
+                    model = Net()
+                    groups = [{"params": list(model.a.parameters()) + [model.unused_scale]},
+                              {"params": list(model.b.parameters()) + list(model.c.parameters()), "lr": 3e-3}]
+                    opt = make(groups)
+                    _warm(model, opt, X)
+                    expected = _real_step_changes(model, opt, X)
+                    saved, updates.SHADOW_CHUNK = updates.SHADOW_CHUNK, chunk
+                    try:
+                        report = check_parameters_updated(model, X, mode="snapshot", optimizer=opt, loss_fn=_square)
+                    finally:
+                        updates.SHADOW_CHUNK = saved
+                    self.assertEqual(report.snapshot_path, "shadow step over parameter chunks, no copy")
+                    self.assertEqual({r.name: r.max_change for r in report.records}, expected)
+                    self.assertGreater(expected["a.weight"], 0)
+
+    def test_shadow_leaves_optimizer_and_model_untouched(self):
+        model = Net()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        _warm(model, opt, X)
+        state = copy.deepcopy(opt.state_dict())
+        values = {n: p.detach().clone() for n, p in model.named_parameters()}
+        check_parameters_updated(model, X, mode="snapshot", optimizer=opt, loss_fn=_square,
+                                 allow_not_updated=["unused_scale"])
+        after = opt.state_dict()
+        self.assertEqual(after["param_groups"], state["param_groups"])
+        for k, st in state["state"].items():
+            for key, v in st.items():
+                self.assertTrue(torch.equal(after["state"][k][key], v), (k, key))
+        for n, p in model.named_parameters():
+            self.assertTrue(torch.equal(p, values[n]), n)
+
+    def test_weight_decay_on_a_zero_grad_parameter_is_seen_by_the_shadow(self):
+        model = Net()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
+        report = check_parameters_updated(model, X, mode="snapshot", optimizer=opt, loss_fn=_square,
+                                          allow_not_updated=["unused_scale"])
+        self.assertEqual(report.status_of("unused_scale"), CHANGED_WITHOUT_GRAD)
+
+    def test_other_optimizers_take_the_copy_path_and_say_so(self):
+        class MySGD(torch.optim.SGD):  # a subclass may change step(): not shadowed
+            pass
+
+        model = Net()
+        opt = MySGD(model.parameters(), lr=0.1, momentum=0.9)
+        _warm(model, opt, X)
+        expected = _real_step_changes(model, opt, X)
+        report = check_parameters_updated(model, X, mode="snapshot", optimizer=opt, loss_fn=_square,
+                                          allow_not_updated=["unused_scale"])
+        self.assertTrue(report.snapshot_path.startswith("copy of model and optimizer: MySGD is not"),
+                        report.snapshot_path)
+        self.assertEqual({r.name: r.max_change for r in report.records}, expected)
+
+    def test_private_step_path_is_named(self):
+        report = check_parameters_updated(mlp(), X, mode="snapshot")
+        self.assertEqual(report.snapshot_path, "private step, no copy")
+        self.assertEqual(check_parameters_updated(mlp(), X).snapshot_path, "")
+
+
+class TabNetLike(nn.Module):
+    """Keeps a graph tensor in a dict attribute, as Ludwig's TabNet keeps ``self._losses``."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = nn.Linear(4, 8)
+        self.head = nn.Linear(8, 3)
+        self._losses = {}
+        self.history = []
+
+    def forward(self, x):
+        h = torch.relu(self.fc(x))
+        self._losses = {"sparsity": h.abs().mean()}
+        self.history = [h.sum()]
+        return self.head(h)
+
+
+class TestGraphTensorsInAttributes(unittest.TestCase):
+    def test_snapshot_with_and_without_optimizer(self):
+        model = TabNetLike()
+        model(X)  # the graph tensors are in place before the check, as after a training step
+        for opt_cls in (None, torch.optim.AdamW, type("MyAdamW", (torch.optim.AdamW,), {})):
+            with self.subTest(optimizer=getattr(opt_cls, "__name__", None)):
+                opt = opt_cls(model.parameters(), lr=1e-3) if opt_cls else None
+                report = check_parameters_updated(model, X, mode="snapshot", optimizer=opt)
+                self.assertTrue(report.passed, report.records)
+                self.assertEqual(set(report.updated), {"fc.weight", "fc.bias", "head.weight", "head.bias"})
+
+
 if __name__ == "__main__":
     unittest.main()

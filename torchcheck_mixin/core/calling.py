@@ -145,16 +145,28 @@ def deep_copy(value: Any) -> Any:
 
     A forward that stores an intermediate on ``self`` (``self.attn = scores.softmax(-1)``) leaves
     a non-leaf tensor there, and deepcopy refuses those ("Only Tensors created explicitly by the
-    user support the deepcopy protocol"). The copy gets a detached clone of each such tensor.
+    user support the deepcopy protocol"). The copy gets a detached clone of each such tensor,
+    also inside dict, list and tuple attributes (``self._losses = {"sparsity": loss}``).
     """
     memo: dict = {}
     stack = [value] if isinstance(value, nn.Module) else [v for v in (value if isinstance(value, tuple) else ())
                                                            if isinstance(v, nn.Module)]
+    def visit(attr, depth):
+        if isinstance(attr, torch.Tensor):
+            if attr.grad_fn is not None and id(attr) not in memo:
+                memo[id(attr)] = attr.detach().clone()  # a copy: the twin may be written to
+        elif depth < 4 and isinstance(attr, dict):  # self._losses = {"sparsity": loss} (Ludwig's TabNet)
+            for v in attr.values():
+                visit(v, depth + 1)
+        elif depth < 4 and isinstance(attr, (list, tuple)):
+            for v in attr:
+                visit(v, depth + 1)
+
     for root in stack:
         for m in root.modules():
-            for attr in vars(m).values():
-                if isinstance(attr, torch.Tensor) and attr.grad_fn is not None:
-                    memo[id(attr)] = attr.detach().clone()  # a copy: the twin may be written to
+            for key, attr in vars(m).items():
+                if key not in ("_parameters", "_buffers", "_modules"):
+                    visit(attr, 0)
     return copy.deepcopy(value, memo), memo
 
 

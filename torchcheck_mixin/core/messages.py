@@ -308,6 +308,8 @@ def describe_update(report: ParameterUpdateReport, summary: Optional[ParameterSu
     how = f"mode={report.mode!r}, seed={report.seed}, trials={report.trials}"
     if report.optimizer:
         how += f", optimizer: {report.optimizer}"
+        if getattr(report, "snapshot_path", ""):
+            how += f" ({report.snapshot_path})"
     if report.loss is not None:
         how += f", loss={number(report.loss)}"
     lines.append(f"model: {report.model}; {how}")

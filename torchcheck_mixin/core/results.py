@@ -248,6 +248,7 @@ class ParameterUpdateReport:
     loss: Optional[float] = None
     optimizer: str = ""
     errors: Tuple[str, ...] = ()  # conditions that fail the check outside any one parameter
+    snapshot_path: str = ""  # snapshot/both: how the step was taken (private, shadow, or copy and why)
 
     # --- lists of names (new lists on each access: the report itself stays immutable)
     @property
