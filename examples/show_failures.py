@@ -1,6 +1,9 @@
 """Print what the failure messages look like, on deliberately broken models and data.
 
 Run: python examples/show_failures.py
+
+Seeded (every test starts from ``torch.manual_seed(0)``), so the output is the same on every run:
+the messages quoted in README.rst are this output, and tests/test_readme.py checks that they are.
 """
 
 import unittest
@@ -48,8 +51,26 @@ class MergesBatch(nn.Module):
         return self.fc(x).view(-1)
 
 
+class DetachedEncoder(nn.Module):
+    """The README's unittest/pytest example: ``.detach()`` after the first layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(3, 4)
+        self.b = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.b(torch.relu(self.a(x)).detach())
+
+
 class Broken(ModelTestCase):
     x = torch.randn(4, 8, generator=torch.Generator().manual_seed(0))
+
+    def setUp(self):
+        torch.manual_seed(0)  # models and targets are drawn from the global RNG: same output every run
+
+    def test_detach_in_forward(self):
+        self.assertParametersUpdated(DetachedEncoder(), torch.randn(5, 3))
 
     def test_forward_shape(self):
         self.assertForwardShape(MergesBatch(), self.x, ("B", 3))

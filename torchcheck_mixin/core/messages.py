@@ -330,9 +330,66 @@ def describe_update(report: ParameterUpdateReport, summary: Optional[ParameterSu
     if report.stale_allowances:
         lines.append("stale allow_not_updated entries (all their parameters updated): " + _entries_text(report.stale_allowances))
     lines += _update_hints(report, not_updated)
+    lines += _gradient_flow_lines(report)
     if any(r.status == ZERO_GRAD for r in not_updated) and report.trials == 1:
         lines.append("zero gradients can depend on the draw (dead ReLUs, routing): try trials=4 to rule that out")
     return block(head, lines)
+
+
+MAX_FLOW_ROWS = 30  # rows of the gradient-flow chart inside a failure message (gradient_flow() shows all)
+FLOW_WIDTH = 40  # the widest bar, in characters
+
+
+def gradient_flow_chart(report: ParameterUpdateReport, by: str = "module", limit: Optional[int] = None) -> str:
+    """The text of ``report.gradient_flow()``: one line per module (or parameter) in registration
+    order, ``name  value  |bar`` where the bar has one ``#`` per decade above the smallest non-zero
+    max |grad| (scaled down when the span exceeds ``FLOW_WIDTH`` decades); zero gradients show
+    ``0 (zero)``, unreachable ones ``None (no gradient)``, NaN/inf ``! (not finite)``."""
+    rows = report.gradient_flow_data(by)
+    what = "module" if by == "module" else "parameter"
+    head = f"gradient flow: max |grad| per {what}, log10 scale, registration order (input side first)"
+    if not rows:
+        return head + "\n" + INDENT + "(no trainable parameters)"
+    positive = [g for _, g in rows if g is not None and 0 < g < math.inf]
+    lo = math.floor(math.log10(min(positive))) if positive else 0
+    hi = math.floor(math.log10(max(positive))) if positive else 0
+    scale = min(1.0, (FLOW_WIDTH - 1) / (hi - lo)) if hi > lo else 1.0
+    names = [cut(n, 40) for n, _ in rows]
+    width = max(len(n) for n in names)
+    lines = []
+    for name, (_, g) in zip(names, rows):
+        if g is None:
+            value, bar = "None", " (no gradient)"
+        elif g != g or g == math.inf:
+            value, bar = number(g), "! (not finite)"
+        elif g == 0:
+            value, bar = "0", " (zero)"
+        else:
+            value, bar = f"{g:.2e}", "#" * (1 + int((math.floor(math.log10(g)) - lo) * scale))
+        lines.append(f"{name.ljust(width)}  {value:>8}  |{bar}")
+    if limit is not None and len(lines) > limit:
+        keep = limit // 2
+        lines = lines[:keep] + [f"... {len(lines) - 2 * keep} more {what}s (report.gradient_flow() shows all)"] + lines[-keep:]
+    return block(head, lines)
+
+
+def _gradient_flow_lines(report: ParameterUpdateReport) -> List[str]:
+    """The chart in a failure, only when gradients vanish or explode along the depth (see
+    ``ParameterUpdateReport.gradient_trend``)."""
+    trend = report.gradient_trend
+    if not trend:
+        return []
+    rows = [(n, g) for n, g in report.gradient_flow_data() if g is not None and 0 < g < math.inf]
+    (first, g0), (last, g1) = rows[0], rows[-1]
+    if trend == "vanishing":
+        why = (f"gradients vanish towards the input: max |grad| of {first} ({g0:.2e}) is {g0 / g1:.1e} x that of "
+               f"{last} ({g1:.2e}), below 1e-6: saturating activations (sigmoid/tanh), a missing residual "
+               f"or normalisation, or a too small init")
+    else:
+        why = (f"gradients explode towards the input: max |grad| of {first} ({g0:.2e}) is {g0 / g1:.1e} x that of "
+               f"{last} ({g1:.2e}), above 1e6: a too large init, a missing normalisation, or clip the gradients")
+    chart = gradient_flow_chart(report, "module", MAX_FLOW_ROWS).split("\n")
+    return [why] + chart  # the chart's rows keep their indent: nested under its head
 
 
 def _update_hints(report: ParameterUpdateReport, not_updated: Sequence[ParameterRecord]) -> List[str]:

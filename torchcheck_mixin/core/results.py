@@ -299,6 +299,56 @@ class ParameterUpdateReport:
         # All frozen passes only when the check found no error (expect_frozen names every one).
         return not self.errors and bool(self.records) and not self.failures
 
+    # --- gradient flow along the depth
+    def gradient_flow_data(self, by: str = "module") -> List[Tuple[str, Optional[float]]]:
+        """``(module or parameter name, max |grad|)`` in registration order (input side first for
+        ``nn.Sequential`` and most models); ``None`` where no gradient reached any of its parameters.
+        ``by="module"`` collapses a module's parameters (``fc.weight``, ``fc.bias`` -> ``fc``) into
+        their largest gradient; ``by="parameter"`` gives one row per parameter tensor."""
+        if by not in ("module", "parameter"):
+            raise ValueError(f"by must be 'module' or 'parameter', got {by!r}")
+        rows: List[Tuple[str, Optional[float]]] = []
+        index = {}
+        for r in self.records:
+            if r.status == FROZEN:
+                continue
+            key = r.name if by == "parameter" else (r.name.rsplit(".", 1)[0] if "." in r.name else "(root)")
+            g = r.max_grad
+            if key not in index:
+                index[key] = len(rows)
+                rows.append((key, g))
+            elif g is not None:
+                old = rows[index[key]][1]
+                rows[index[key]] = (key, g if old is None or g > old or g != g else old)
+        return rows
+
+    @property
+    def gradient_trend(self) -> str:
+        """``"vanishing"``, ``"exploding"`` or ``""``: the rule that puts the gradient-flow chart in
+        the failure message. Over the modules with a finite non-zero max |grad| (registration order),
+        the first one's is below ``GRADIENT_FLOW_RATIO`` (1e-6) times the last one's (vanishing
+        towards the input), or above ``1 / GRADIENT_FLOW_RATIO`` times it (exploding)."""
+        values = [g for _, g in self.gradient_flow_data() if g is not None and 0 < g < float("inf")]
+        if len(values) < 2:
+            return ""
+        first, last = values[0], values[-1]
+        if first < GRADIENT_FLOW_RATIO * last:
+            return "vanishing"
+        if first * GRADIENT_FLOW_RATIO > last:
+            return "exploding"
+        return ""
+
+    def gradient_flow(self, by: str = "module") -> str:
+        """A compact log-scale text chart of max |grad| per module (or per parameter): one line
+        each, a bar one character per decade above the smallest, the value, ``0`` or ``None``
+        (no gradient) marked. No plotting dependency: print it, or read it in a failure."""
+        from . import messages
+
+        return messages.gradient_flow_chart(self, by)
+
+
+GRADIENT_FLOW_RATIO = 1e-6
+
 
 # ------------------------------------------------------------------------ results of later checks
 
