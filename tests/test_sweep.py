@@ -112,5 +112,24 @@ class SelectTest(unittest.TestCase):
             cli.main(["--family", "keras"])
 
 
+class PipelineTest(unittest.TestCase):
+    """One cheap real architecture through build -> library checks -> oracles -> classifier."""
+
+    def test_squeezenet_through_the_whole_sweep(self):
+        try:
+            specs = build.select(build.enumerate_specs(["torchvision"]), ["squeezenet1_1"], None)
+        except ImportError as e:  # torchvision is test-only
+            self.skipTest(f"torchvision unavailable: {e}")
+        self.assertEqual([s["name"] for s in specs], ["squeezenet1_1"])
+        record = run.run_model(specs[0], 60)
+        self.assertTrue(record.get("built"), record.get("reason"))
+        self.assertFalse(record.get("harness_error"))
+        checks = record["checks"]
+        self.assertGreaterEqual(len(checks), 5)
+        bad = [(c["check"], c["verdict"], c.get("cause")) for c in checks if c["verdict"] not in ("agree", "oracle n/a")]
+        self.assertEqual(bad, [])
+        self.assertEqual([c["check"] for c in checks if c.get("invisibility")], [])
+
+
 if __name__ == "__main__":
     unittest.main()
