@@ -13,7 +13,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.sweep", description=__doc__)
     parser.add_argument("--out", default="benchmarks/sweep_results", help="folder for COMPATIBILITY.md, results.json")
     parser.add_argument("--families", default="transformers,timm,torchvision")
-    parser.add_argument("--only", default=None, help="glob or substring of family/name, e.g. 'transformers/bert*'")
+    parser.add_argument("--family", action="append", choices=("transformers", "timm", "torchvision"),
+                        help="only this family (repeatable); overrides --families")
+    parser.add_argument("--only", action="append", default=None, metavar="PATTERN",
+                        help="fnmatch glob (or substring) over model type names or family/name, "
+                             "e.g. 'bert*' or 'timm/vit*'; repeatable, a model matching any is kept")
     parser.add_argument("--limit", type=int, default=None, help="at most N architectures, round robin over families")
     parser.add_argument("--workers", type=int, default=2, help="worker processes (one torch thread each)")
     parser.add_argument("--check-timeout", type=int, default=60, help="seconds per check and per oracle")
@@ -38,7 +42,7 @@ def main(argv=None) -> int:
     rows_path = os.path.join(args.out, "rows.jsonl")
     command = "PYTHONPATH=. python -m benchmarks.sweep " + " ".join(argv if argv is not None else sys.argv[1:])
     started = time.time()
-    families = [f.strip() for f in args.families.split(",") if f.strip()]
+    families = args.family or [f.strip() for f in args.families.split(",") if f.strip()]
     specs = build.select(build.enumerate_specs(families), args.only, args.limit)
     print(f"{len(specs)} architectures to try", flush=True)
 

@@ -110,10 +110,17 @@ def enumerate_specs(families: List[str]) -> List[Dict[str, Any]]:
     return specs
 
 
-def select(specs: List[Dict[str, Any]], only: Optional[str], limit: Optional[int]) -> List[Dict[str, Any]]:
-    """``--only``: glob or substring of ``family/name``; ``--limit``: round robin across families."""
-    if only:
-        specs = [s for s in specs if fnmatch.fnmatch(spec_id(s), only) or only in spec_id(s)]
+def select(specs: List[Dict[str, Any]], only: Optional[Any], limit: Optional[int]) -> List[Dict[str, Any]]:
+    """``--only``: one pattern or a list of them; a spec is kept when any pattern matches its
+    type name or ``family/name`` (fnmatch glob, or plain substring); ``--limit``: round robin
+    across families."""
+    patterns = [only] if isinstance(only, str) else list(only or [])
+    if patterns:
+        def keep(s: Dict[str, Any]) -> bool:
+            sid = spec_id(s)
+            return any(fnmatch.fnmatch(s["name"], p) or fnmatch.fnmatch(sid, p) or p in sid for p in patterns)
+
+        specs = [s for s in specs if keep(s)]
     if limit is not None:
         by_family: Dict[str, List[Dict[str, Any]]] = {}
         for s in specs:
