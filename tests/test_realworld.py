@@ -30,12 +30,9 @@ else:  # pragma: no cover - the extra is not installed
 # Verdicts that are still wrong on main, each with its cause (issue 11, open). Each entry is
 # asserted to go wrong still, so a fix makes the test fail until its entry is removed here:
 # the list can only shrink, and nothing in it is silently skipped.
-_TABNET_DEEPCOPY = ("snapshot mode with optimizer= deep-copies the model and the optimizer, and deepcopy refuses the "
-                    "graph tensor TabNet keeps in a dict attribute (self._losses) (root cause 9, the snapshot helper's)")
 _ZERO_INIT_OPT = "zero-initialised partners not re-tested with the user's optimizer in snapshot mode (root cause 1)"
 _ANY_IN_TUPLE = "shape spec with ANY beside cache objects (root cause 4)"
 KNOWN_OPEN = {
-    ("ludwig_tabnet_like", "updated_snapshot_optimizer"): _TABNET_DEEPCOPY,
     **{(m, "forward_shape"): _ANY_IN_TUPLE for m in ("gpt2_lm", "llama_causal_lm", "mixtral_moe", "peft_lora_llama",
                                                      "qwen2", "t5_seq2seq")},
     **{(m, "updated_snapshot_optimizer"): _ZERO_INIT_OPT for m in ("peft_lora_llama", "timm_resnet_zero_init_last",
