@@ -53,12 +53,24 @@ def unregistered_state(model: nn.Module) -> List[str]:
                                f"tensor(s), {numel:,} elements, not registered (use nn.ModuleList/ModuleDict/ParameterList)")
             elif isinstance(value, torch.Tensor) and not isinstance(value, nn.Parameter):
                 out.append(f"{prefix}{key}: a plain tensor attribute, {value.numel():,} elements, not registered")
+    return out
+
+
+def floating_buffers(model: nn.Module) -> List[str]:
+    """Registered floating-point buffers (outside norm layers' running statistics).
+
+    They are registered, so they are not "unregistered state", but they are never counted as
+    parameters nor trained: a weight registered with ``register_buffer`` by mistake shows here.
+    """
+    out: List[str] = []
+    for name, m in model.named_modules():
         if isinstance(m, _NormBase):
             continue  # running statistics: floating buffers by design
+        prefix = f"{name}." if name else ""
         for key, buf in m._buffers.items():
             if buf is not None and buf.is_floating_point():
-                out.append(f"{prefix}{key}: a floating buffer ({buf.numel():,} elements); buffers are never "
-                           f"trained (nn.Parameter if it should learn)")
+                saved = "saved" if key not in m._non_persistent_buffers_set else "not saved (persistent=False)"
+                out.append(f"{prefix}{key}: {buf.numel():,} elements, {saved}")
     return out
 
 
@@ -75,4 +87,5 @@ def check_parameter_count(model: nn.Module, *, trainable: Optional[int] = None, 
     module, _ = calling.unwrap(model)
     short = any(dict(actual)[k] < v for k, v in expected)
     suspects = tuple(unregistered_state(module)) if short else ()
-    return ParameterCountResult(tuple(expected), actual, summary, suspects)
+    buffers = tuple(floating_buffers(module)) if short else ()
+    return ParameterCountResult(tuple(expected), actual, summary, suspects, buffers)

@@ -539,6 +539,9 @@ def describe_parameter_count(result: ParameterCountResult) -> str:
     if result.suspects:
         lines.append("possibly unregistered (never counted, trained or saved):")
         lines += capped(["  " + x for x in result.suspects])
+    if result.buffers:
+        lines.append("registered floating buffers (not parameters, never trained; nn.Parameter if one should learn):")
+        lines += capped(["  " + x for x in result.buffers])
     return block(head, lines)
 
 

@@ -154,7 +154,8 @@ class ParameterCountResult:
     expected: Tuple[Tuple[str, int], ...]  # (which, expected) for each count given
     actual: Tuple[Tuple[str, int], ...]  # ("total"|"trainable"|"frozen", elements)
     summary: ParameterSummary
-    suspects: Tuple[str, ...]  # unregistered modules/tensors, floating buffers
+    suspects: Tuple[str, ...]  # modules/tensors held outside _modules/_parameters/_buffers
+    buffers: Tuple[str, ...] = ()  # registered floating buffers: counted as state, never as parameters
 
     @property
     def mismatches(self) -> Tuple[Tuple[str, int, int], ...]:
