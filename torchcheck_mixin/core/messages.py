@@ -713,3 +713,12 @@ def describe_moves(result: "MoveResult") -> str:
         lines.append(f"{INDENT}nn.Module.to() moves parameters and buffers only; register the tensor: "
                      f"self.register_buffer({first[-1]!r}, tensor) (a list: one buffer each, or torch.stack)")
     return "\n".join(lines)
+
+
+def battery_misconfigured(name: str, missing: str) -> str:
+    """The failure of ``test_battery_configuration``: a battery with one factory generates nothing."""
+    other = "model_factory" if missing == "input_factory" else "input_factory"
+    what = "() -> inputs (Tensor, tuple or dict)" if missing == "input_factory" else "() -> a fresh nn.Module"
+    return (f"ModelBattery {name} generates no test: it sets {other} but not {missing}\n"
+            f"{INDENT}set {missing} = {what} to generate the battery's tests\n"
+            f"{INDENT}a shared base class on purpose: set battery_abstract = True in it")
