@@ -13,9 +13,13 @@
         check_can_overfit_batch = "too slow for the unit suite"   # opt out, with a reason
 
 The tests are added to a subclass when it is created (``__init_subclass__``, no metaclass), and
-only when the subclass sets ``model_factory`` and ``input_factory``: the base class itself, a
-half-configured intermediate class and suites that only mix in the assertions have no generated
-tests, so unittest and pytest collect nothing from them.
+only when the subclass has ``model_factory`` and ``input_factory``; with those two alone it gets
+every test that needs nothing more (the rest are skipped with a reason naming what to set). A
+class that has one of the two factories but not the other cannot silently test nothing: it gets
+one generated test, ``test_battery_configuration``, that fails naming the missing attribute. A
+shared base class that sets one factory on purpose says so with ``battery_abstract = True`` (not
+inherited). Classes with neither factory (the base class itself, suites that only mix in the
+assertions, a base holding shared settings) have no generated tests.
 
 Each generated test has a flag ``check_<name>``: ``True`` runs it, ``False`` or a string skips it
 (the string is the skip reason). Tests whose expectation is not given (``expected_output_shape``
@@ -46,6 +50,18 @@ def _make(name: str) -> Callable[[Any], None]:
     test.__name__ = f"test_{name}"
     test.__doc__ = f"Battery: {name.replace('_', ' ')} (opt out with check_{name} = False or a reason)."
     return test
+
+
+def _misconfigured(name: str, missing: str) -> Callable[[Any], None]:
+    from .core import messages
+
+    text = messages.battery_misconfigured(name, missing)
+
+    def test_battery_configuration(self: "ModelBattery") -> None:
+        self.fail(text)
+
+    test_battery_configuration.__doc__ = f"Battery: {name} generates no test: {missing} is not set."
+    return test_battery_configuration
 
 
 BATTERY_TESTS: Tuple[str, ...] = (
@@ -103,10 +119,15 @@ class ModelBattery(ModelTestCase):
     mask_key: Any = None  # the mask among the inputs: generates test_mask_invariant / test_padding_invariant
     mask_convention: Any = None  # "keep", "pad" or "additive"; inferred when None
     num_classes: Any = None  # with target_factory: generates test_initial_loss
+    battery_abstract: bool = False  # a shared base with one factory: no test_battery_configuration
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         _check_attributes(cls)
+        missing = [a for a in ("model_factory", "input_factory") if getattr(cls, a, None) is None]
+        if len(missing) == 1 and not cls.__dict__.get("battery_abstract", False) \
+                and "test_battery_configuration" not in cls.__dict__:
+            cls.test_battery_configuration = _misconfigured(cls.__name__, missing[0])
         if cls._battery_configured():
             for name in BATTERY_TESTS:
                 if f"test_{name}" not in cls.__dict__:
@@ -300,7 +321,7 @@ def _check_attributes(cls: type) -> None:
     """
     import difflib
 
-    known = set(_known_attributes()) | {f"check_{n}" for n in BATTERY_TESTS}
+    known = set(_known_attributes()) | {f"check_{n}" for n in BATTERY_TESTS + tuple(n for n, _ in CONDITIONAL_TESTS)}
     looks_like = ("_factory", "expected_", "check_", "allow_", "expect_", "overfit_", "update_", "output_range")
     for name, value in vars(cls).items():
         if name in known or name.startswith("_") or name.startswith("test"):

@@ -729,3 +729,12 @@ def describe_batch_lost(out_shape: Sequence[int], target_shape: Sequence[int], i
             "likely cause: the batch dimension was merged or lost in forward (x.view(-1), flatten(0, 1), "
             "reshape without the batch); keep it: x.view(x.size(0), -1) / x.flatten(1)",
         ])
+
+
+def battery_misconfigured(name: str, missing: str) -> str:
+    """The failure of ``test_battery_configuration``: a battery with one factory generates nothing."""
+    other = "model_factory" if missing == "input_factory" else "input_factory"
+    what = "() -> inputs (Tensor, tuple or dict)" if missing == "input_factory" else "() -> a fresh nn.Module"
+    return (f"ModelBattery {name} generates no test: it sets {other} but not {missing}\n"
+            f"{INDENT}set {missing} = {what} to generate the battery's tests\n"
+            f"{INDENT}a shared base class on purpose: set battery_abstract = True in it")
