@@ -100,6 +100,17 @@ class Broken(ModelTestCase):
         loader = DataLoader(TensorDataset(torch.zeros(10, 8, 8, 3), torch.zeros(10, 1)), batch_size=4)
         self.assertBatchShape(loader, ((4, 3, 8, 8), ("B",)))
 
+    def test_batch_lost_in_forward(self):
+        class Flattens(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = nn.Linear(8, 5)
+
+            def forward(self, x):
+                return self.fc(x).view(-1)  # (3, 5) -> (15,): the batch is gone
+
+        self.assertParametersUpdated(Flattens(), torch.randn(3, 8), torch.randint(0, 5, (3,)))
+
     def test_batch_independent(self):
         self.assertBatchIndependent(MixesBatch(), self.x)
 
