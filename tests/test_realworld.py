@@ -38,7 +38,6 @@ KNOWN_OPEN = {
     **{(m, "updated_snapshot_optimizer"): _ZERO_INIT_OPT for m in ("peft_lora_llama", "timm_resnet_zero_init_last",
                                                                    "torchvision_resnet_zero_init_residual",
                                                                    "torchvision_vit")},
-    ("checkpoint_reentrant", "batch_independent"): "reentrant checkpoint in the batch-independence probe (root cause 2)",
 }
 
 

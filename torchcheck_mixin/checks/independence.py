@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ..core import calling, trees
+from ..core.reentrant import backward_grads, has_reentrant_checkpoint, reentrant_checkpoint_error
 from ..core.results import Finding, ValueCheckResult
 from ..core.state import ModelGuard
 
@@ -93,6 +94,7 @@ def check_batch_independent(model: nn.Module, inputs: Any, *, batch_dim: int = 0
             in_tensors = [leaves_in[p] for p in in_paths]
             # One gradient per (output leaf, probed sample); maxima per other sample stay on device.
             rows = []
+            reentrant: Dict[str, Any] = {}  # set once a reentrant checkpoint is seen: backward() from then on
             for opath, o in outs:
                 for i in probes:
                     oi = o.select(batch_dim, i)
@@ -101,7 +103,7 @@ def check_batch_independent(model: nn.Module, inputs: Any, *, batch_dim: int = 0
                     w = torch.randn(oi.shape + ((2,) if oi.is_complex() else ()), generator=gen,
                                     device=gen.device).to(oi.device)
                     val = torch.view_as_real(oi) if oi.is_complex() else oi
-                    grads = torch.autograd.grad((val.float() * w).sum(), in_tensors, retain_graph=True, allow_unused=True)
+                    grads = _input_grads((val.float() * w).sum(), in_tensors, module, reentrant, opath)
                     for ipath, g in zip(in_paths, grads):
                         if g is None:
                             continue
@@ -151,6 +153,47 @@ def check_batch_independent(model: nn.Module, inputs: Any, *, batch_dim: int = 0
         check="batch_independent", leaves_checked=leaves_checked, findings=tuple(findings),
         details=tuple(details),
     )
+
+
+def _input_grads(scalar: torch.Tensor, in_tensors: List[torch.Tensor], module: nn.Module, reentrant: Dict[str, Any],
+                 opath: Tuple):
+    """Gradients of ``scalar`` w.r.t. the input leaves, the graph kept for the next probe.
+
+    A reentrant checkpoint (``use_reentrant=True``) refuses ``torch.autograd.grad``; once one
+    is met (the error, or a None gradient with such a checkpoint in the graph: searched only
+    then, once per output leaf) the gradients are read through ``backward()``, which would also write ``.grad``
+    into the parameters and into any other leaf the graph reaches: those are saved, cleared and
+    put back around each backward (``core.reentrant.backward_grads``).
+    """
+    if "also" not in reentrant:
+        try:
+            grads = torch.autograd.grad(scalar, in_tensors, retain_graph=True, allow_unused=True)
+            if not any(g is None for g in grads):
+                return grads
+            searched = reentrant.setdefault("searched", set())
+            if opath in searched or not has_reentrant_checkpoint(scalar):
+                searched.add(opath)
+                return grads
+        except RuntimeError as exc:
+            if not reentrant_checkpoint_error(exc):
+                raise
+        reentrant["also"] = list(module.parameters()) + _graph_leaves(scalar)
+    return backward_grads(scalar, in_tensors, also=reentrant["also"], retain_graph=True)
+
+
+def _graph_leaves(out: torch.Tensor) -> List[torch.Tensor]:
+    """The leaves ``out.backward()`` accumulates into (outside any reentrant checkpoint)."""
+    leaves, seen, stack = [], set(), [out.grad_fn]
+    while stack:
+        fn = stack.pop()
+        if fn is None or id(fn) in seen:
+            continue
+        seen.add(id(fn))
+        variable = getattr(fn, "variable", None)
+        if isinstance(variable, torch.Tensor):
+            leaves.append(variable)
+        stack.extend(f for f, _ in fn.next_functions)
+    return leaves
 
 
 def _overlap(o: torch.Tensor, p: torch.Tensor, opath: Tuple, notes: Dict[str, str]):

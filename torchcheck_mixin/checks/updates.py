@@ -54,6 +54,9 @@ from torch import nn
 from ..core import calling, default_loss, distributed, trees
 from ..core.default_loss import compute_loss
 from ..core.parameters import ParamEntry, parameter_table, resolve_selection, walk
+from ..core.reentrant import backward_grads as _backward_grads
+from ..core.reentrant import has_reentrant_checkpoint as _has_reentrant_checkpoint
+from ..core.reentrant import reentrant_checkpoint_error as _reentrant_checkpoint_error
 from ..core.reductions import max_abs, max_abs_diff, sgd_step_change, to_host
 from ..core.results import (
     CHANGED_WITHOUT_GRAD,
@@ -141,44 +144,6 @@ def _forward_loss(module, inputs, target, loss_fn, gen, device, guard):
     for w in caught:  # hand the user's warnings back, we only wanted to read them
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return loss, replaced, caught
-
-
-def _reentrant_checkpoint_error(exc: BaseException) -> bool:
-    text = str(exc)
-    return "checkpoint" in text and (".grad()" in text or "inputs" in text)
-
-
-def _has_reentrant_checkpoint(loss: torch.Tensor) -> bool:
-    """Whether the graph of ``loss`` holds a reentrant checkpoint (``CheckpointFunctionBackward``)."""
-    seen, stack = set(), [loss.grad_fn]
-    while stack:
-        fn = stack.pop()
-        if fn is None or id(fn) in seen:
-            continue
-        seen.add(id(fn))
-        if type(fn).__name__ == "CheckpointFunctionBackward":
-            return True
-        stack.extend(f for f, _ in fn.next_functions)
-    return False
-
-
-def _backward_grads(loss: torch.Tensor, leaves: Sequence[torch.Tensor]) -> List[Optional[torch.Tensor]]:
-    """Gradients of ``loss`` w.r.t. ``leaves`` through ``loss.backward()``.
-
-    For graphs ``torch.autograd.grad`` cannot run (reentrant activation checkpointing). The
-    leaves' ``.grad`` are saved, cleared, read and put back (the same objects), so nothing the
-    user holds changes; inputs and targets reach the forward detached, so backward writes no
-    ``.grad`` into them.
-    """
-    saved = [(p, p.grad) for p in leaves]
-    for p in leaves:
-        p.grad = None
-    try:
-        loss.backward()
-        return [p.grad.detach() if p.grad is not None else None for p in leaves]
-    finally:
-        for p, g in saved:
-            p.grad = g
 
 
 def _gradient_trial(module, trainable, inputs, target, loss_fn, gen, device, guard, sharded,
