@@ -77,14 +77,14 @@ def floating_buffers(model: nn.Module) -> List[str]:
 def check_parameter_count(model: nn.Module, *, trainable: Optional[int] = None, frozen: Optional[int] = None,
                           total: Optional[int] = None) -> ParameterCountResult:
     """Compare element counts (tied weights once) with the expected ``trainable``/``frozen``/``total``."""
-    calling.check_module(model)
+    calling.check_module(model, allow_meta=True)
     expected = [(k, _count_arg(v, k)) for k, v in (("total", total), ("trainable", trainable), ("frozen", frozen))]
     expected = [(k, v) for k, v in expected if v is not None]
     if not expected:
         raise ValueError("give at least one of total=, trainable=, frozen= (numbers of elements)")
     summary = count_parameters(model)
     actual = (("total", summary.elements), ("trainable", summary.trainable_elements), ("frozen", summary.frozen_elements))
-    module, _ = calling.unwrap(model)
+    module, _ = calling.unwrap(model, allow_meta=True)  # counting reads shapes only: works on meta
     short = any(dict(actual)[k] < v for k, v in expected)
     suspects = tuple(unregistered_state(module)) if short else ()
     buffers = tuple(floating_buffers(module)) if short else ()

@@ -49,6 +49,7 @@ def _value_leaves(value: Any, argname: str) -> List[Tuple[str, torch.Tensor]]:
     leaves = [(trees.describe_path(p, "value"), t) for p, t in trees.tensor_leaves(value)]
     if not leaves:
         raise ValueError(f"{argname} holds no tensor to check (got {type(value).__name__})")
+    calling.reject_meta(leaves, f"tensors of {argname}", "compute it from a materialised model and real inputs")
     return leaves
 
 

@@ -28,13 +28,33 @@ from . import distributed, trees
 __unittest = True
 __tracebackhide__ = True  # pytest hides this module's frames (it reads f_globals)
 
-def check_module(model: Any, argname: str = "model") -> nn.Module:
+def check_module(model: Any, argname: str = "model", *, allow_meta: bool = False) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise TypeError(f"{argname} must be a torch.nn.Module, got {type(model).__name__}")
+    unwrap(model, allow_meta=allow_meta)  # a meta-device model: the ValueError below
     return model
 
 
-unwrap = distributed.unwrap  # every check unwraps through here
+def unwrap(model: nn.Module, *, allow_meta: bool = False) -> Tuple[nn.Module, str]:
+    """``distributed.unwrap``; every check gets its module through here, so this is also where a
+    model on the meta device is refused (``allow_meta=True`` only where no value is read, e.g. counts)."""
+    module, prefix = distributed.unwrap(model)
+    if not allow_meta and isinstance(module, nn.Module):
+        named = [(f"parameter {n}", t) for n, t in module.named_parameters()]
+        named += [(f"buffer {n}", t) for n, t in module.named_buffers()]
+        reject_meta(named, "the model's parameters/buffers", "model.to_empty(device='cpu') and re-initialise "
+                    "(model.reset_parameters() per module, or load_state_dict(..., assign=True))")
+    return module, prefix
+
+
+def reject_meta(named: Any, what: str, fix: str) -> None:
+    """A ``ValueError`` naming the tensors on the meta device (shapes only, no values to check)."""
+    meta = [name for name, t in named if isinstance(t, torch.Tensor) and t.is_meta]
+    if meta:
+        shown = ", ".join(meta[:3]) + (f" and {len(meta) - 3} more" if len(meta) > 3 else "")
+        raise ValueError(f"{what} are on the meta device (not materialised; {len(meta)} tensor"
+                         f"{'s' if len(meta) != 1 else ''}: {shown}), so there are no values to check: "
+                         f"materialise first, e.g. {fix}")
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -77,6 +97,9 @@ def to_device(value: Any, device: torch.device) -> Any:
     """Move every tensor to ``device``; clone inference tensors so autograd can use them."""
 
     def move(t: torch.Tensor) -> torch.Tensor:
+        if t.is_meta and device.type != "meta":
+            reject_meta([("inputs", t)], f"the inputs or target (a tensor of shape {tuple(t.shape)})",
+                        "torch.randn(shape) or your real data on the model's device")
         if t.is_inference():
             with torch.inference_mode(False):
                 t = t.clone()

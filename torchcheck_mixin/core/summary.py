@@ -46,8 +46,8 @@ def count_parameters(model: nn.Module, table: Optional[Sequence[ParamEntry]] = N
     Raises ``ValueError`` for lazy modules whose parameters do not exist yet (counting them as 0
     would be a lie).
     """
-    calling.check_module(model)
-    model, _ = calling.unwrap(model)
+    calling.check_module(model, allow_meta=True)
+    model, _ = calling.unwrap(model, allow_meta=True)  # shapes only: counting works on meta
     if table is None:
         lazy = calling.lazy_modules(model)
         if lazy:
@@ -123,7 +123,7 @@ def parameter_summary(model: nn.Module, *, use_torchinfo: bool = True) -> Parame
     summary = count_parameters(model)
     if not use_torchinfo:
         return summary
-    inner, _ = calling.unwrap(model)
+    inner, _ = calling.unwrap(model, allow_meta=True)
     total, trainable, note = _torchinfo_counts(inner)
     if total is not None and total != summary.elements:
         note = (
