@@ -31,10 +31,7 @@ else:  # pragma: no cover - the extra is not installed
 # asserted to go wrong still, so a fix makes the test fail until its entry is removed here:
 # the list can only shrink, and nothing in it is silently skipped.
 _ZERO_INIT_OPT = "zero-initialised partners not re-tested with the user's optimizer in snapshot mode (root cause 1)"
-_ANY_IN_TUPLE = "shape spec with ANY beside cache objects (root cause 4)"
 KNOWN_OPEN = {
-    **{(m, "forward_shape"): _ANY_IN_TUPLE for m in ("gpt2_lm", "llama_causal_lm", "mixtral_moe", "peft_lora_llama",
-                                                     "qwen2", "t5_seq2seq")},
     **{(m, "updated_snapshot_optimizer"): _ZERO_INIT_OPT for m in ("peft_lora_llama", "timm_resnet_zero_init_last",
                                                                    "torchvision_resnet_zero_init_residual",
                                                                    "torchvision_vit")},

@@ -338,6 +338,47 @@ class MatchStructureTest(unittest.TestCase):
         self.assertFalse(ok((), ()))
         self.assertTrue(ok(((),), (torch.tensor(1.0),)))
 
+    def test_any_beside_cache_objects_in_tuples_and_model_outputs(self):
+        # Issue 11 root cause 4: an LM returns a cache object (not a tensor) beside its logits,
+        # and a ModelOutput hides the fields it leaves None (MoE aux_loss without labels).
+        import dataclasses
+        from typing import Any, Optional
+
+        from torchcheck_mixin import ANY
+
+        class Cache:  # a non-tensor leaf, like transformers' DynamicCache
+            pass
+
+        @dataclasses.dataclass
+        class FakeOutput(collections.OrderedDict):  # the ModelOutput contract: keys skip None fields
+            loss: Optional[torch.Tensor] = None
+            aux_loss: Optional[torch.Tensor] = None
+            logits: Optional[torch.Tensor] = None
+            cache: Any = None
+
+            def __post_init__(self):
+                for f in dataclasses.fields(self):
+                    if getattr(self, f.name) is not None:
+                        self[f.name] = getattr(self, f.name)
+
+        out = FakeOutput(loss=torch.tensor(1.0), logits=t(4, 8, 100), cache=Cache())
+        self.assertEqual(list(out.keys()), ["loss", "logits", "cache"])
+        self.assertTrue(ok(((), ("B", 8, 100), ANY), (torch.tensor(1.0), t(4, 8, 100), Cache())))
+        self.assertTrue(ok([("B", 8), ANY, ANY], [t(4, 8), None, (Cache(), [1, "x"])]))
+        self.assertTrue(ok({"loss": (), "logits": ("B", 8, 100), "cache": ANY}, out))
+        self.assertTrue(ok({"loss": (), "aux_loss": ANY, "logits": ("B", 8, 100), "cache": ANY}, out))
+        # a hidden None field seen through a shape spec is "not a tensor", not a missing key
+        (m,) = match(parse_spec({"loss": (), "aux_loss": (), "logits": ("B", 8, 100), "cache": ANY}), out).mismatches
+        self.assertEqual((m.path, m.kind), (("aux_loss",), "not_a_tensor"))
+        # a key that is no field of the output stays missing, and ANY does not excuse it
+        (m,) = match(parse_spec({"loss": (), "logits": ANY, "cache": ANY, "past": ANY}), out).mismatches
+        self.assertEqual((m.kind, m.missing_keys), ("keys", ("'past'",)))
+        # a shape where the cache sits still fails, naming the place
+        (m,) = match(parse_spec({"loss": (), "logits": ("B", 8, 100), "cache": ("B",)}), out).mismatches
+        self.assertEqual((m.path, m.kind), (("cache",), "not_a_tensor"))
+        # the bindings still hold across the ANY entries
+        self.assertFalse(ok(((("B", 8), ANY), ("B",)), ((t(4, 8), Cache()), t(5))))
+
 
 # ------------------------------------------------------------------------------------ printing
 

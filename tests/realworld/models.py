@@ -33,6 +33,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+import torchcheck_mixin
+
 from . import torchvision_compat
 
 torchvision_compat.install()  # before transformers / peft / timm import torchvision
@@ -43,8 +45,20 @@ V = 100  # vocabulary
 H = 32  # hidden size
 
 # A whole-entry wildcard in a structured shape spec ("any value here", issue 11 root cause 4):
-# a cache object, a tuple of hidden states. One place to change if the library names it otherwise.
-ANY = ...
+# a cache object, a tuple of hidden states, a field the ModelOutput leaves None.
+ANY = torchcheck_mixin.ANY
+
+
+def _cache_key() -> str:
+    """The ModelOutput key of the KV cache: 'cache' in recent transformers, 'past_key_values' before."""
+    try:
+        from transformers.modeling_outputs import CausalLMOutputWithPast
+    except Exception:  # pragma: no cover - the extra is not installed
+        return "past_key_values"
+    return "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
+
+
+CACHE = _cache_key()
 
 
 def _gen(seed: int = 1234) -> torch.Generator:
@@ -263,18 +277,18 @@ TRANSFORMERS_CASES = [
              shape={"loss": (), "logits": ("B", 3)}, allow_not_updated=("*.key.bias",), requires=("transformers",),
              note="labels in the inputs: the ModelOutput's .loss is the training loss"),
     RealCase("llama_causal_lm", "transformers", llama, _lm_inputs(),
-             shape={"loss": (), "logits": ("B", T, V), "past_key_values": ANY}, requires=("transformers",),
+             shape={"loss": (), "logits": ("B", T, V), CACHE: ANY}, requires=("transformers",),
              note="rotary inv_freq is a non-persistent buffer; the output holds a DynamicCache"),
     RealCase("qwen2", "transformers", qwen2, _text_inputs(), target=_hidden_target(), loss_fn=_last_hidden_mse,
-             shape={"last_hidden_state": ("B", T, H), "past_key_values": ANY}, requires=("transformers",)),
+             shape={"last_hidden_state": ("B", T, H), CACHE: ANY}, requires=("transformers",)),
     RealCase("gpt2_lm", "transformers", gpt2, _lm_inputs(),
-             shape={"loss": (), "logits": ("B", T, V), "past_key_values": ANY}, requires=("transformers",),
+             shape={"loss": (), "logits": ("B", T, V), CACHE: ANY}, requires=("transformers",),
              note="tied input/output embeddings"),
     RealCase("t5_seq2seq", "transformers", t5, _t5_inputs,
-             shape={"loss": (), "logits": ("B", 5, V), "past_key_values": ANY, "encoder_last_hidden_state": ("B", T, H)},
+             shape={"loss": (), "logits": ("B", 5, V), CACHE: ANY, "encoder_last_hidden_state": ("B", T, H)},
              requires=("transformers",)),
     RealCase("mixtral_moe", "transformers", mixtral, _lm_inputs(),
-             shape={"loss": (), "aux_loss": ANY, "logits": ("B", T, V), "past_key_values": ANY,
+             shape={"loss": (), "aux_loss": ANY, "logits": ("B", T, V), CACHE: ANY,
                     "router_logits": ANY},
              oracle_build=mixtral_eager_experts, requires=("transformers",),
              note="4 experts, top-2 routing; the float64 control runs the eager expert loop (grouped_mm is float32-only)"),
@@ -289,7 +303,7 @@ TRANSFORMERS_CASES = [
     RealCase("wav2vec2_ctc", "transformers", wav2vec2, _wav_inputs, shape={"loss": (), "logits": ("B", None, 20)},
              allow_not_updated=("*.k_proj.bias",), requires=("transformers",), note="SpecAugment (mask_time_prob) draws from numpy's RNG in train mode"),
     RealCase("peft_lora_llama", "peft", peft_lora_llama, _lm_inputs(),
-             shape={"loss": (), "logits": ("B", T, V), "past_key_values": ANY},
+             shape={"loss": (), "logits": ("B", T, V), CACHE: ANY},
              expect_frozen=("base_model.model.model.embed_tokens", "base_model.model.model.norm",
                             "base_model.model.lm_head", "*.base_layer.weight", "*.mlp.*", "*.k_proj.*",
                             "*.o_proj.*", "*layernorm*"),

@@ -22,6 +22,8 @@ from typing import Any, Callable, Dict, List, Tuple
 
 import torch
 
+from torchcheck_mixin import ANY
+
 from tests.invariance import no_side_effects
 from . import oracles
 
@@ -113,8 +115,20 @@ def _update_step(mode: str, real_optimizer: bool) -> Callable:
 
 
 def forward_shape(tc, ctx):
+    spec = ctx.case.shape
     with no_side_effects(tc, ctx.model, watch=ctx.watch(), what="assertForwardShape"):
-        tc.assertForwardShape(ctx.model, ctx.inputs, ctx.case.shape)
+        tc.assertForwardShape(ctx.model, ctx.inputs, spec)
+    if not (isinstance(spec, dict) and isinstance(ctx.inputs, dict) and ANY in spec.values()
+            and ctx.case.family in ("transformers", "peft")):
+        return
+    # The same output as a plain tuple (return_dict=False), as a user of tuple outputs writes it:
+    # a positional spec with ANY beside the cache object, the fields left None being absent.
+    keys = list(ctx.eval_output().keys())
+    positional = tuple(spec[k] for k in keys if k in spec)
+    tc.assertEqual(len(positional), len(keys), f"CATALOGUE: {spec} does not name every key of {keys}")
+    inputs = {**ctx.inputs, "return_dict": False}
+    with no_side_effects(tc, ctx.model, watch=[inputs], what="assertForwardShape (tuple output)"):
+        tc.assertForwardShape(ctx.model, inputs, positional)
 
 
 def dtype(tc, ctx):

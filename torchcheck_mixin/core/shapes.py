@@ -15,7 +15,9 @@ namedtuple key by key, and missing or extra keys are mismatches. A tuple whose i
 dimensions is a shape; a tuple of shapes is a structure; ``()`` is the shape of a 0-d tensor.
 
 ``ANY`` (``torchcheck_mixin.ANY``) matches any value at all: a tensor of any shape, ``None``, or
-an object that is not a tensor (a Hugging Face cache). Inside a dict spec, a bare ``...`` means the
+an object that is not a tensor (a Hugging Face cache), beside shapes in a tuple or under a key of a
+dict. A ``ModelOutput`` hides its ``None`` fields from its keys; a dict spec naming such a declared
+field matches it as ``None`` (so ``ANY`` accepts it) instead of calling it missing. Inside a dict spec, a bare ``...`` means the
 same (``{"logits": ("B", "T", 100), "cache": ...}``); inside a shape tuple ``...`` keeps its meaning
 of "any number of dimensions".
 
@@ -215,6 +217,7 @@ def _match(node: Node, value: Any, path: Path, bindings: Dict[str, int], found: 
     # MapNode
     if isinstance(value, Mapping):
         actual = dict(value.items())
+        _unhide_none_fields(value, [k for k, _ in node.items], actual)
     elif is_namedtuple(value):
         actual = dict(children(value))
     else:
@@ -235,6 +238,22 @@ def _match(node: Node, value: Any, path: Path, bindings: Dict[str, int], found: 
     for key, child_node in node.items:
         if key in actual:
             _match(child_node, actual[key], path + (key,), bindings, found)
+
+
+def _unhide_none_fields(value: Any, keys: List[Any], actual: Dict[Any, Any]) -> None:
+    """A ``ModelOutput`` leaves its ``None`` fields out of its keys: put back those the spec names.
+
+    ``CausalLMOutput(loss=None, logits=...)`` has the keys ``['logits']`` only, yet ``loss`` is a
+    declared field holding ``None``; a spec naming it sees that ``None`` (which ``ANY`` matches and
+    a shape reports as "not a tensor") rather than a missing key. Keys that are not declared fields
+    of the dataclass stay missing.
+    """
+    fields = getattr(type(value), "__dataclass_fields__", None)
+    if not isinstance(fields, Mapping):
+        return
+    for key in keys:
+        if key not in actual and isinstance(key, str) and key in fields and getattr(value, key, 0) is None:
+            actual[key] = None
 
 
 def _kind(value: Any) -> str:
