@@ -78,6 +78,7 @@ BATTERY_TESTS: Tuple[str, ...] = (
     "can_overfit_batch",
     "moves_with_model",
     "precision_parity",
+    "accumulation_equivalent",
 )
 
 # Generated only when the configuration has what they need (the attribute named on the right).
@@ -88,10 +89,6 @@ CONDITIONAL_TESTS: Tuple[Tuple[str, str], ...] = (
     ("mask_invariant", "mask_key"),
     ("padding_invariant", "mask_key"),
     ("initial_loss", "num_classes"),
-    # Opt-in for now: only a battery that names its micro-batch count runs it. (Its false alarm on
-    # attention models was MultiheadAttention's functional dropout, fixed in checks/accumulation.py;
-    # turning it on by default awaits a run of the real-model catalogue.)
-    ("accumulation_equivalent", "accumulation_micro_batches"),
 )
 
 
@@ -99,7 +96,7 @@ class ModelBattery(ModelTestCase):
     """Set the class attributes below in a subclass to inherit the standard model tests."""
 
     model_factory: Any = None  # () -> nn.Module, a fresh model for each test
-    accumulation_micro_batches: Any = None  # k: run test_accumulation_equivalent with k micro-batches
+    accumulation_micro_batches: Any = None  # k micro-batches for test_accumulation_equivalent (default 2)
     input_factory: Any = None  # () -> inputs (Tensor, tuple, dict)
     target_factory: Any = None  # () -> target, optional
     loss_fn: Any = None  # (output, target) -> scalar; default: see torchcheck_mixin.losses
@@ -286,8 +283,9 @@ class ModelBattery(ModelTestCase):
         model, inputs = self._model(), self._inputs()
         if calling.lazy_modules(model) or not any(p.requires_grad for p in model.parameters()):
             self.skipTest("no initialised trainable parameter to accumulate gradients into")
-        k = self.accumulation_micro_batches
-        if batch_size(inputs) % k:
+        k = 2 if self.accumulation_micro_batches is None else self.accumulation_micro_batches
+        n = batch_size(inputs)
+        if n < k or n % k:
             self.skipTest(f"the input batch does not split into {k} equal micro-batches")
         # BatchNorm in eval mode: its per-micro-batch statistics differ by design (see the assertion).
         self.assertAccumulationEquivalent(model, inputs, self._target(), micro_batches=k, loss_fn=self._loss(),
