@@ -16,6 +16,7 @@ eagerly on the real module.
 """
 
 import copy
+import itertools
 from collections.abc import Mapping
 from typing import Any, Callable, Tuple
 
@@ -39,7 +40,10 @@ def unwrap(model: nn.Module, *, allow_meta: bool = False) -> Tuple[nn.Module, st
     """``distributed.unwrap``; every check gets its module through here, so this is also where a
     model on the meta device is refused (``allow_meta=True`` only where no value is read, e.g. counts)."""
     module, prefix = distributed.unwrap(model)
-    if not allow_meta and isinstance(module, nn.Module):
+    # Every check passes here, often more than once: look at the flags first and build the named
+    # list (one string per tensor) only for a model that does hold a meta tensor.
+    if not allow_meta and isinstance(module, nn.Module) and any(
+            t.is_meta for t in itertools.chain(module.parameters(), module.buffers())):
         named = [(f"parameter {n}", t) for n, t in module.named_parameters()]
         named += [(f"buffer {n}", t) for n, t in module.named_buffers()]
         reject_meta(named, "the model's parameters/buffers", "model.to_empty(device='cpu') and re-initialise "
