@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ..core import calling, trees
-from ..core.reentrant import backward_grads, has_reentrant_checkpoint, reentrant_checkpoint_error
+from ..core.reentrant import backward_grads, graph_nodes, has_reentrant_checkpoint, reentrant_checkpoint_error
 from ..core.results import Finding, ValueCheckResult
 from ..core.state import ModelGuard
 
@@ -183,17 +183,7 @@ def _input_grads(scalar: torch.Tensor, in_tensors: List[torch.Tensor], module: n
 
 def _graph_leaves(out: torch.Tensor) -> List[torch.Tensor]:
     """The leaves ``out.backward()`` accumulates into (outside any reentrant checkpoint)."""
-    leaves, seen, stack = [], set(), [out.grad_fn]
-    while stack:
-        fn = stack.pop()
-        if fn is None or id(fn) in seen:
-            continue
-        seen.add(id(fn))
-        variable = getattr(fn, "variable", None)
-        if isinstance(variable, torch.Tensor):
-            leaves.append(variable)
-        stack.extend(f for f, _ in fn.next_functions)
-    return leaves
+    return [fn.variable for fn in graph_nodes(out) if isinstance(getattr(fn, "variable", None), torch.Tensor)]
 
 
 def _overlap(o: torch.Tensor, p: torch.Tensor, opath: Tuple, notes: Dict[str, str]):

@@ -7,7 +7,7 @@ inside it are not leaves of the outer graph. Checks that read gradients with
 instead, with every ``.grad`` it touches saved and put back.
 """
 
-from typing import List, Optional, Sequence
+from typing import Any, Iterator, List, Optional, Sequence
 
 import torch
 
@@ -21,18 +21,21 @@ def reentrant_checkpoint_error(exc: BaseException) -> bool:
     return "checkpoint" in text and (".grad()" in text or "inputs" in text)
 
 
-def has_reentrant_checkpoint(out: torch.Tensor) -> bool:
-    """Whether the graph of ``out`` holds a reentrant checkpoint (``CheckpointFunctionBackward``)."""
+def graph_nodes(out: torch.Tensor) -> Iterator[Any]:
+    """Every autograd node of ``out``'s graph, each once (outside reentrant checkpoints' insides)."""
     seen, stack = set(), [out.grad_fn]
     while stack:
         fn = stack.pop()
         if fn is None or id(fn) in seen:
             continue
         seen.add(id(fn))
-        if type(fn).__name__ == "CheckpointFunctionBackward":
-            return True
+        yield fn
         stack.extend(f for f, _ in fn.next_functions)
-    return False
+
+
+def has_reentrant_checkpoint(out: torch.Tensor) -> bool:
+    """Whether the graph of ``out`` holds a reentrant checkpoint (``CheckpointFunctionBackward``)."""
+    return any(type(fn).__name__ == "CheckpointFunctionBackward" for fn in graph_nodes(out))
 
 
 def backward_grads(loss: torch.Tensor, leaves: Sequence[torch.Tensor], *, also: Sequence[torch.Tensor] = (),
