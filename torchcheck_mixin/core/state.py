@@ -145,7 +145,15 @@ class ModelGuard:
             (m, dict(m.__dict__), {name: dict(getattr(m, name)) for name in _MODULE_DICTS if hasattr(m, name)})
             for m in modules
         ]
-        params = list(self.model.parameters())
+        # The parameters, from the `_parameters` dicts just saved (one per tensor identity, in
+        # module order): `model.parameters()` would walk the modules again and build a name per
+        # tensor, several ms on a model with 1,000 tensors.
+        params_by_id: Dict[int, torch.Tensor] = {}
+        for _, _, saved in self._dicts:
+            for p in saved.get("_parameters", {}).values():
+                if p is not None:
+                    params_by_id.setdefault(id(p), p)
+        params = list(params_by_id.values())
         self._params = [(p, p.requires_grad, p.grad) for p in params]
         for p in params:
             if p.grad is not None:
