@@ -30,12 +30,7 @@ else:  # pragma: no cover - the extra is not installed
 # Verdicts that are still wrong on main, each with its cause (issue 11, open). Each entry is
 # asserted to go wrong still, so a fix makes the test fail until its entry is removed here:
 # the list can only shrink, and nothing in it is silently skipped.
-_ZERO_INIT_OPT = "zero-initialised partners not re-tested with the user's optimizer in snapshot mode (root cause 1)"
-KNOWN_OPEN = {
-    **{(m, "updated_snapshot_optimizer"): _ZERO_INIT_OPT for m in ("peft_lora_llama", "timm_resnet_zero_init_last",
-                                                                   "torchvision_resnet_zero_init_residual",
-                                                                   "torchvision_vit")},
-}
+KNOWN_OPEN: dict = {}
 
 
 @unittest.skipUnless(HAVE, "needs the realworld extra: pip install '.[realworld]' (transformers, peft, timm)")

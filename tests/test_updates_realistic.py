@@ -13,7 +13,14 @@ from torch.utils.checkpoint import checkpoint
 from tests.invariance import no_side_effects
 from torchcheck_mixin import check_parameters_updated
 from torchcheck_mixin.core.messages import describe_update
-from torchcheck_mixin.core.results import NO_GRAD, NOT_IN_OPTIMIZER, ROUNDING_NOISE, UPDATED, ZERO_GRAD
+from torchcheck_mixin.core.results import (
+    CHANGED_WITHOUT_GRAD,
+    NO_GRAD,
+    NOT_IN_OPTIMIZER,
+    ROUNDING_NOISE,
+    UPDATED,
+    ZERO_GRAD,
+)
 
 X = torch.randn(6, 4, generator=torch.Generator().manual_seed(1))
 _TV_LIB = []
@@ -207,6 +214,128 @@ class TestZeroInitialisedPartners(_QuietTransformers, unittest.TestCase):
                     report = check_parameters_updated(model, x, mode=mode)
                     self.assertTrue(report.passed, describe_update(report))
                     self.assertGreater(sum(1 for r in report.records if r.updated_at_step == 2), 10)
+
+
+def _trainable(model):
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def _warm(model, opt, steps=2):
+    """Real steps of the user's loop, so the optimizer holds state and step counters to protect.
+    A LoRA B stays non-zero afterwards, so the model is re-zeroed where the test needs it."""
+    for _ in range(steps):
+        opt.zero_grad(set_to_none=True)
+        F.mse_loss(model(X), torch.zeros(6, 3)).backward()
+        opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
+def _lora_frozen():
+    return ["l1.base", "l2.base"]
+
+
+_OPTIMIZERS = {
+    "AdamW": lambda ps: torch.optim.AdamW(ps, lr=1e-3, weight_decay=0.01),
+    "SGD": lambda ps: torch.optim.SGD(ps, lr=1e-2, momentum=0.9),
+}
+
+
+class TestZeroInitialisedPartnersWithTheUsersOptimizer(unittest.TestCase):
+    """Snapshot mode with ``optimizer=`` (the shadow path): the re-test takes the user's
+    optimizer's steps on clones; AdamW's weight decay moving LoRA's A at step 1 is no update."""
+
+    def test_lora_passes_with_adamw_and_sgd_and_leaves_the_optimizer_bitwise(self):
+        for name, make in _OPTIMIZERS.items():
+            with self.subTest(optimizer=name):
+                model = LoRANet()
+                opt = make(_trainable(model))
+                _warm(model, opt)
+                with torch.no_grad():  # back to the LoRA initialisation, with a warm optimizer
+                    model.l1.lora_B.zero_()
+                    model.l2.lora_B.zero_()
+                with no_side_effects(self, model, optimizer=opt, watch=[X]):
+                    report = check_parameters_updated(model, X, mode="snapshot", optimizer=opt,
+                                                      expect_frozen=_lora_frozen())
+                self.assertTrue(report.passed, describe_update(report))
+                self.assertEqual(report.snapshot_path, "shadow step over parameter chunks, no copy")
+                rec = {r.name: r for r in report.records}
+                for a in ("l1.lora_A", "l2.lora_A"):
+                    self.assertEqual(rec[a].status, UPDATED)
+                    self.assertEqual(rec[a].updated_at_step, 2)
+                    self.assertEqual(rec[a].zero_partners, (a.replace("_A", "_B"),))
+                self.assertIsNone(rec["l1.lora_B"].updated_at_step)
+                note = next(n for n in report.notes if "exactly-zero first gradient" in n)
+                self.assertIn(f"user's optimizer ({name}", note)
+                self.assertIn("l1.lora_A at step 2 (zero at step 1: downstream of zero-initialised l1.lora_B)", note)
+
+    def test_the_optimizer_state_is_bitwise_untouched_including_step_counters(self):
+        model = LoRANet()
+        opt = torch.optim.AdamW(_trainable(model), lr=1e-3)
+        _warm(model, opt, steps=3)
+        with torch.no_grad():
+            model.l1.lora_B.zero_()
+        state = {id(p): {k: v.clone() for k, v in st.items()} for p, st in opt.state.items()}
+        groups = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
+        report = check_parameters_updated(model, X, mode="snapshot", optimizer=opt, expect_frozen=_lora_frozen())
+        self.assertEqual(report.status_of("l1.lora_A"), UPDATED, describe_update(report))
+        self.assertEqual(report.records[[r.name for r in report.records].index("l1.lora_A")].updated_at_step, 2)
+        self.assertEqual(len(opt.state), len(state))
+        for p, st in opt.state.items():
+            self.assertEqual(set(st), set(state[id(p)]))
+            for k, v in st.items():
+                self.assertTrue(torch.equal(v, state[id(p)][k]), k)  # step counters included
+                self.assertEqual(v.dtype, state[id(p)][k].dtype)
+        self.assertEqual([{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups], groups)
+
+    def test_zero_head_and_zero_init_residual_pass_with_adamw(self):
+        for make in (zero_head, ZeroInitResidual):
+            with self.subTest(model=make.__name__):
+                model = make()
+                opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+                with no_side_effects(self, model, optimizer=opt, watch=[X]):
+                    report = check_parameters_updated(model, X, mode="snapshot", optimizer=opt)
+                self.assertTrue(report.passed, describe_update(report))
+                self.assertTrue(any(r.updated_at_step == 2 for r in report.records))
+
+    def test_a_dead_parameter_still_fails_with_the_right_hint(self):
+        for name, make in _OPTIMIZERS.items():
+            with self.subTest(optimizer=name):
+                model = DeadFactor()
+                opt = make(model.parameters())
+                with no_side_effects(self, model, optimizer=opt, watch=[X]):
+                    report = check_parameters_updated(model, X, mode="snapshot", optimizer=opt)
+                self.assertFalse(report.passed)
+                # AdamW's weight decay moves it without a gradient; SGD leaves it at zero gradient
+                expected = CHANGED_WITHOUT_GRAD if name == "AdamW" else ZERO_GRAD
+                self.assertEqual(report.status_of("dead"), expected)
+                text = describe_update(report)
+                self.assertIn("stayed exactly zero after 3 further private steps", text)
+                self.assertIn("allow_not_updated=['dead']", text)
+                if name == "AdamW":
+                    self.assertIn("its gradient stayed exactly zero over 3 more private steps of the optimizer", text)
+
+    def test_the_users_hyper_parameters_decide_a_partner_with_lr_zero_never_wakes_its_factor(self):
+        # B's group has lr=0: with this optimizer B stays zero, so A never gets a gradient. A
+        # re-test with a private optimizer of its own would call A updated.
+        model = LoRANet()
+        bs = [model.l1.lora_B, model.l2.lora_B]
+        opt = torch.optim.AdamW([{"params": [model.l1.lora_A, model.l2.lora_A]}, {"params": bs, "lr": 0.0}],
+                                lr=1e-3)
+        report = check_parameters_updated(model, X, mode="snapshot", optimizer=opt, expect_frozen=_lora_frozen())
+        self.assertFalse(report.passed)
+        self.assertEqual(report.status_of("l1.lora_A"), CHANGED_WITHOUT_GRAD)
+        self.assertIsNone(report.records[[r.name for r in report.records].index("l1.lora_A")].updated_at_step)
+        # the same model with its own private step (no optimizer=) passes: B moves there
+        self.assertTrue(check_parameters_updated(model, X, mode="snapshot", expect_frozen=_lora_frozen()).passed)
+
+    def test_ordinary_model_takes_no_second_look_with_an_optimizer(self):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        calls = []
+        model.register_forward_pre_hook(lambda m, a: calls.append(1))
+        self.assertTrue(check_parameters_updated(model, X, mode="snapshot", optimizer=opt).passed)
+        self.assertEqual(len(calls), 1)  # one forward: the passing path pays nothing more
 
 
 class Checkpointed(nn.Module):

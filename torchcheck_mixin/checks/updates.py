@@ -31,7 +31,9 @@ one device-to-host transfer for the whole check, however many parameters there a
 
 Second looks, paid only when needed (see ``_second_looks``): a parameter whose first gradient is
 exactly zero is re-tested after up to ``RETEST_STEPS`` private steps on a functional copy of the
-parameters (zero-initialised partners: LoRA's B, zero-init residual branches and heads); a
+parameters (zero-initialised partners: LoRA's B, zero-init residual branches and heads; in
+snapshot mode with the user's per-parameter optimizer, its own steps on clones of the parameters
+and of its state, so its hyper-parameters decide and weight decay alone never counts); a
 float32 gradient at most ``NOISE_CANDIDATE`` of the largest is re-checked in float64 (rounding
 noise of a mathematically zero gradient is ``rounding_noise``). Reentrant activation
 checkpointing, which hides parameters from ``torch.autograd.grad``, is read through
@@ -454,8 +456,9 @@ def check_parameters_updated(
                             f"change): {', '.join(records[k].name for k in fine[:5])}"
                             f"{', ...' if len(fine) > 5 else ''}",)
     if not sharded and not collective and trainable:
+        shadow_opt = optimizer if mode != "gradient" and optimizer is not None and copy_reason is None else None
         records, extra_notes = _second_looks(module, table, modules, records, inputs, target, loss_fn, seed,
-                                             device, train, atol, mode)
+                                             device, train, atol, mode, shadow_opt)
     if any(t.backward_used for t in trials_out):
         extra_notes += ("reentrant activation checkpointing (use_reentrant=True) hides the parameters inside a "
                         "checkpoint from torch.autograd.grad: gradients were read through backward(), the user's "
@@ -695,6 +698,90 @@ def _retest_zero(module, entries, candidates, inputs, target, loss_fn, seed, dev
     return at, near, used_backward
 
 
+def _optimizer_label(optimizer) -> str:
+    return ", ".join(sorted({type(o).__name__ for _, o in _labelled_optimizers(optimizer)}))
+
+
+@torch.no_grad()
+def _shadows_of(optimizer, values, index):
+    """Shadow optimizers over ``values`` (clones standing in for the trainable parameters): per
+    param group of the user's optimizer(s), the same class, the group's hyper-parameters and a
+    copy of each parameter's state. The user's optimizers and their state are only read."""
+    shadows = []
+    for _, opt in _labelled_optimizers(optimizer):
+        for group in opt.param_groups:
+            held = [(p, index[id(p)]) for p in group["params"] if id(p) in index]
+            if not held:
+                continue
+            hp = {k: v for k, v in group.items() if k != "params"}
+            shadow = type(opt)([dict(hp, params=[values[i] for _, i in held])])
+            for p, i in held:
+                st = opt.state.get(p)
+                if st:
+                    shadow.state[values[i]] = _state_clone(st)
+            shadows.append(shadow)
+    return shadows
+
+
+def _retest_zero_with_optimizer(module, entries, candidates, optimizer, inputs, target, loss_fn, seed, device,
+                                guard, atol):
+    """``_retest_zero`` for snapshot mode with the user's (per-parameter) optimizer.
+
+    Up to ``RETEST_STEPS`` private steps of shadows of the user's optimizer (its class, each
+    group's hyper-parameters, a copy of its state) over clones of the trainable parameters, each
+    step from the gradients at the clones' current values. A candidate is updated at step N when
+    its gradient at step N is non-zero and finite and that step moves it: an lr of 0 or an update
+    below float resolution keeps it failing, and weight decay alone (zero gradient) never counts.
+    The user's parameters, their ``.grad``, the optimizer and its state are never written.
+    Returns what ``_retest_zero`` returns.
+    """
+    names = [e.name for e in entries]
+    index = {id(e.param): i for i, e in enumerate(entries)}
+    with torch.no_grad():
+        values = [e.param.detach().clone().requires_grad_(True) for e in entries]
+        zero_valued = to_host(max_abs(values, device))[0]
+    shadows = _shadows_of(optimizer, values, index)
+    at, partners, used_backward = {}, [], False
+    pending = set(candidates)
+    try:
+        for step in range(1, RETEST_STEPS + 2):
+            grads, bw = _functional_grads(module, names, values, {}, inputs, target, loss_fn, seed, device, guard)
+            used_backward |= bw
+            maxima = to_host(max_abs(grads, device, missing=-1.0))[0]
+            if step == 1:
+                partners = [i for i in range(len(entries))
+                            if zero_valued[i] == 0 and maxima[i] > 0 and _finite(maxima[i])]
+            live = [i for i in sorted(pending) if maxima[i] > atol and _finite(maxima[i])] if step > 1 else []
+            if step == RETEST_STEPS + 1 and not live:
+                break
+            with torch.no_grad():
+                before = [values[i].detach().clone() for i in live]
+                for v, g in zip(values, grads):
+                    v.grad = None if g is None else g.detach()
+                for shadow in shadows:
+                    calling.private_step(shadow)
+                for v in values:
+                    v.grad = None
+                if live:
+                    moved = to_host(max_abs_diff([values[i].detach() for i in live], before, device))[0]
+                    for i, d in zip(live, moved):
+                        if d > atol and _finite(d):
+                            at[i] = step
+                            pending.discard(i)
+            if not pending or step == RETEST_STEPS + 1:
+                break
+    finally:
+        for v in values:
+            v.grad = None
+        del shadows
+    near = {}
+    for i in at:
+        if partners:
+            best = max(_common_depth(names[i], names[j]) for j in partners)
+            near[i] = tuple(names[j] for j in partners if _common_depth(names[i], names[j]) == best)[:3]
+    return at, near, used_backward
+
+
 def _float64_maxima(module, table, inputs, target, loss_fn, seed, device, guard):
     """``max |grad|`` of every trainable parameter with the model, inputs and target in float64."""
     trainable = [e for e in table if e.param.requires_grad]
@@ -708,15 +795,20 @@ def _float64_maxima(module, table, inputs, target, loss_fn, seed, device, guard)
     return to_host(max_abs(grads, device, missing=-1.0))[0]
 
 
-def _second_looks(module, table, modules, records, inputs, target, loss_fn, seed, device, train, atol, mode):
+def _second_looks(module, table, modules, records, inputs, target, loss_fn, seed, device, train, atol, mode,
+                  optimizer=None):
     """Re-test exactly-zero first gradients and re-check tiny float32 gradients in float64.
 
-    Returns the new records and notes. Runs only when some record needs it, under its own guard.
+    ``optimizer``: snapshot mode's shadow path (the user's per-parameter optimizer(s)); the
+    re-test then takes that optimizer's steps on clones, so weight decay moving a zero-gradient
+    parameter at step 1 (``changed_without_grad``) is re-tested too. Returns the new records and
+    notes. Runs only when some record needs it, under its own guard.
     """
     trainable_entries = [e for e in table if e.param.requires_grad]
     pos = {r.name: i for i, r in enumerate(records)}
     index = {e.name: i for i, e in enumerate(trainable_entries)}
-    zero = [index[r.name] for r in records if r.status == ZERO_GRAD and r.max_grad == 0.0 and r.name in index]
+    retestable = (ZERO_GRAD, CHANGED_WITHOUT_GRAD) if optimizer is not None else (ZERO_GRAD,)
+    zero = [index[r.name] for r in records if r.status in retestable and r.max_grad == 0.0 and r.name in index]
     finite = [r.max_grad for r in records if r.max_grad is not None and _finite(r.max_grad)]
     largest = max(finite, default=0.0)
     low = all(e.param.dtype in _FLOAT_LOW for e in trainable_entries)
@@ -729,8 +821,12 @@ def _second_looks(module, table, modules, records, inputs, target, loss_fn, seed
     with torch.enable_grad(), ModelGuard(module, seed=seed, extra=inputs, modules=modules) as guard:
         module.train(train)
         if zero:
-            at, near, bw = _retest_zero(module, trainable_entries, zero, inputs, target, loss_fn, seed, device,
-                                        guard, atol)
+            if optimizer is not None:
+                at, near, bw = _retest_zero_with_optimizer(module, trainable_entries, zero, optimizer, inputs, target,
+                                                           loss_fn, seed, device, guard, atol)
+            else:
+                at, near, bw = _retest_zero(module, trainable_entries, zero, inputs, target, loss_fn, seed, device,
+                                            guard, atol)
             later = []
             for i in zero:
                 k = pos[trainable_entries[i].name]
@@ -746,8 +842,11 @@ def _second_looks(module, table, modules, records, inputs, target, loss_fn, seed
                     f" (zero at step 1: downstream of zero-initialised {', '.join(r.zero_partners)})"
                     if r.zero_partners else " (zero at step 1)") for r in later[:5])
                 more = f"; and {len(later) - 5} more" if len(later) > 5 else ""
+                how = (f"steps of the user's optimizer ({_optimizer_label(optimizer)}: its hyper-parameters and a "
+                       f"copy of its state) on clones of the parameters" if optimizer is not None
+                       else f"sign-SGD steps (lr={RETEST_LR:g}) on a copy of the parameters")
                 notes.append(f"{len(later)} parameter(s) with an exactly-zero first gradient updated after private "
-                             f"sign-SGD steps (lr={RETEST_LR:g}) on a copy of the parameters: {shown}{more}")
+                             f"{how}: {shown}{more}")
         if tiny and low and largest > 0:
             try:
                 g64 = _float64_maxima(module, table, inputs, target, loss_fn, seed, device, guard)

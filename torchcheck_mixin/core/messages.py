@@ -241,6 +241,9 @@ def _reason(r: ParameterRecord, atol: float) -> str:
         text += f" (max |grad| = {number(r.max_grad)} in float32, {number(r.max_grad_float64)} in float64)"
     if r.status == ZERO_GRAD and getattr(r, "retested_steps", 0):
         text += f"; still zero after {r.retested_steps} private steps (not a zero-initialised partner)"
+    elif r.status == CHANGED_WITHOUT_GRAD and getattr(r, "retested_steps", 0):
+        text += (f"; its gradient stayed exactly zero over {r.retested_steps} more private steps of the optimizer "
+                 f"(not a zero-initialised partner): only weight decay or momentum moves it")
     if r.allowed and r.status == NONFINITE:
         text += "; allow_not_updated does not excuse NaN/inf"
     return text
@@ -397,7 +400,7 @@ def _update_hints(report: ParameterUpdateReport, not_updated: Sequence[Parameter
     import re
 
     lines: List[str] = []
-    dead = [r for r in not_updated if r.status == ZERO_GRAD and getattr(r, "retested_steps", 0)]
+    dead = [r for r in not_updated if r.status in (ZERO_GRAD, CHANGED_WITHOUT_GRAD) and getattr(r, "retested_steps", 0)]
     if dead:
         lines.append(f"{plural(len(dead), 'tensor')} stayed exactly zero after {dead[0].retested_steps} further private "
                      f"steps: a constant zero factor, a mask or a saturated path cuts them off for good")
