@@ -515,6 +515,27 @@ class TestRoundingNoise(unittest.TestCase):
         self.assertIsNotNone(rec["deep.0.weight"].max_grad_float64)
 
 
+    def test_vanishing_gradients_of_a_deep_sigmoid_net_are_genuine(self):
+        # 20 sigmoid layers: the first layers' gradients are ~1e-18 of the last's, but the same in
+        # float32 and float64. Relative to the model's largest gradient they looked like noise.
+        torch.manual_seed(0)
+        layers = []
+        for _ in range(20):
+            layers += [nn.Linear(16, 16), nn.Sigmoid()]
+        model = nn.Sequential(*layers, nn.Linear(16, 1))
+        g = torch.Generator().manual_seed(0)
+        x, y = torch.randn(8, 16, generator=g), torch.randn(8, 1, generator=g)
+        for mode in ("gradient", "snapshot"):
+            with self.subTest(mode=mode):
+                with no_side_effects(self, model, watch=[x, y]):
+                    report = check_parameters_updated(model, x, y, loss_fn=nn.MSELoss(), mode=mode)
+                self.assertTrue(report.passed, describe_update(report))
+                first = report.records[0]
+                self.assertEqual(first.name, "0.weight")
+                self.assertLess(first.max_grad, 1e-12 * max(r.max_grad for r in report.records))
+                self.assertIsNotNone(first.max_grad_float64)
+
+
 class TestParametersMadeInForward(unittest.TestCase):
     def test_parameter_created_on_every_call_fails(self):
         class Creates(nn.Module):
