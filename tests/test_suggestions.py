@@ -210,3 +210,22 @@ class SuggestUnit(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class IdleExperts(ModelAssertionsMixin, unittest.TestCase):
+    def test_unrouted_experts_get_the_routing_hint(self):
+        class Routed(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.experts = nn.Sequential(*(nn.Linear(4, 4) for _ in range(4)))  # names '0.weight' style below
+
+            def forward(self, x):
+                return self.experts[0](x) + self.experts[1](x)  # experts 2 and 3 get no token
+
+        with self.assertRaises(AssertionError) as cm:
+            self.assertParametersUpdated(nn.Sequential(Routed()), _x())
+        text = str(cm.exception)
+        self.assertIn("4 tensors of repeated modules got no gradient", text)
+        self.assertIn("trials=4", text)
+        self.assertEqual(SuggestionRoundTrip._suggested(self, text, "allow_not_updated"),
+                         ["0.experts.2", "0.experts.3"])

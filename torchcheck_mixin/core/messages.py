@@ -397,8 +397,6 @@ def _gradient_flow_lines(report: ParameterUpdateReport) -> List[str]:
 
 def _update_hints(report: ParameterUpdateReport, not_updated: Sequence[ParameterRecord]) -> List[str]:
     """Hints for the second looks: dead parameters, rounding noise, idle repeated modules (experts)."""
-    import re
-
     lines: List[str] = []
     dead = [r for r in not_updated if r.status == ZERO_GRAD and getattr(r, "retested_steps", 0)]
     if dead:
@@ -410,8 +408,11 @@ def _update_hints(report: ParameterUpdateReport, not_updated: Sequence[Parameter
                      "bias before softmax); remove it (bias=False) or allow it")
     idle = [r for r in not_updated if r.status == NO_GRAD]
     if idle:
-        updated = {re.sub(r"\.\d+\.", ".#.", r.name) for r in report.records if r.status == UPDATED}
-        siblings = [r for r in idle if re.sub(r"\.\d+\.", ".#.", r.name) in updated]
+        def shape_of(name: str) -> str:  # every numeric component (experts.3, a leading 0.) is one slot
+            return ".".join("#" if part.isdigit() else part for part in name.split("."))
+
+        updated = {shape_of(r.name) for r in report.records if r.status == UPDATED}
+        siblings = [r for r in idle if shape_of(r.name) in updated]
         if siblings:
             lines.append(f"{plural(len(siblings), 'tensor')} of repeated modules got no gradient while their siblings "
                          f"did (experts no token was routed to?): try trials=4 or a larger batch, or allow them")
