@@ -7,7 +7,7 @@ tested with the same matcher the selection uses (``parameters.entry_matches``):
   (CLIP's image tower trained alone -> ``['text_model', 'text_projection', 'logit_scale']``);
 * entries that differ only in numeric components (layers, experts) merge into a glob
   (``'layers.*.mlp'``) when the glob selects nothing of the other status;
-* entries that end in the same component merge into ``'*.<component>'`` (PEFT's
+* entries that end in the same components merge into ``'*.<components>'`` (PEFT's
   ``'*.base_layer'``) under the same condition.
 
     >>> suggest(["a.fc.weight", "a.fc.bias"], {"a.fc.weight", "a.fc.bias"}, [("a.fc.weight",), ("a.fc.bias",), ("b.weight",)])
@@ -66,8 +66,14 @@ def _numeric_globs(entry: str) -> List[str]:
 
 
 def _suffix_globs(entry: str) -> List[str]:
-    last = entry.rsplit(".", 1)[-1]
-    return [f"*.{last}"] if "." in entry and not last.isdigit() and last != "*" else []
+    """``'*.base_layer'``, then ``'*.k_proj.bias'``, ...: the last one to three components."""
+    parts = entry.split(".")
+    out = []
+    for k in range(1, min(3, len(parts) - 1) + 1):
+        tail = parts[-k:]
+        if not tail[-1].isdigit() and "*" not in tail:
+            out.append("*." + ".".join(tail))
+    return out
 
 
 def _merge(entries, names, ok, candidates):
