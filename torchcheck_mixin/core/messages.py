@@ -8,7 +8,7 @@ stays readable.
 """
 
 import math
-from typing import Iterable, List, Optional, Sequence
+from typing import Iterable, List, Optional, Sequence, Set
 
 from . import trees
 from .results import (
@@ -322,14 +322,17 @@ def describe_update(report: ParameterUpdateReport, summary: Optional[ParameterSu
     lines += list(report.notes)
     undeclared = [r.name for r in failures if r.status == FROZEN]
     if undeclared:
-        lines.append(f"if frozen on purpose: expect_frozen={_list_repr(_common_prefixes(undeclared, [r.name for r in report.records]))}")
+        frozen_all = {r.name for r in report.records if r.status == FROZEN}
+        lines.append(f"if frozen on purpose: expect_frozen={_paste(undeclared, frozen_all, report)}")
     missing = [r for r in not_updated if r.status == NOT_IN_OPTIMIZER]
     if missing:
         lines.append(f"the optimizer does not hold {len(missing)} trainable tensor(s): build it from "
                      f"model.parameters(), or add a param group for them")
     allowable = [r.name for r in not_updated if r.status not in (NONFINITE, NOT_IN_OPTIMIZER) and not r.allowed]
     if allowable:
-        lines.append(f"if unused on purpose for these inputs: allow_not_updated={_list_repr(_common_prefixes(allowable, [r.name for r in report.records]))}")
+        idle_all = {r.name for r in report.records if r.status not in (UPDATED, FROZEN, NONFINITE, NOT_IN_OPTIMIZER)
+                    and not r.expected_frozen}
+        lines.append(f"if unused on purpose for these inputs: allow_not_updated={_paste(allowable, idle_all, report)}")
     if report.stale_allowances:
         lines.append("stale allow_not_updated entries (all their parameters updated): " + _entries_text(report.stale_allowances))
     lines += _update_hints(report, not_updated)
@@ -397,8 +400,6 @@ def _gradient_flow_lines(report: ParameterUpdateReport) -> List[str]:
 
 def _update_hints(report: ParameterUpdateReport, not_updated: Sequence[ParameterRecord]) -> List[str]:
     """Hints for the second looks: dead parameters, rounding noise, idle repeated modules (experts)."""
-    import re
-
     lines: List[str] = []
     dead = [r for r in not_updated if r.status in (ZERO_GRAD, CHANGED_WITHOUT_GRAD) and getattr(r, "retested_steps", 0)]
     if dead:
@@ -410,8 +411,11 @@ def _update_hints(report: ParameterUpdateReport, not_updated: Sequence[Parameter
                      "bias before softmax); remove it (bias=False) or allow it")
     idle = [r for r in not_updated if r.status == NO_GRAD]
     if idle:
-        updated = {re.sub(r"\.\d+\.", ".#.", r.name) for r in report.records if r.status == UPDATED}
-        siblings = [r for r in idle if re.sub(r"\.\d+\.", ".#.", r.name) in updated]
+        def shape_of(name: str) -> str:  # every numeric component (experts.3, a leading 0.) is one slot
+            return ".".join("#" if part.isdigit() else part for part in name.split("."))
+
+        updated = {shape_of(r.name) for r in report.records if r.status == UPDATED}
+        siblings = [r for r in idle if shape_of(r.name) in updated]
         if siblings:
             lines.append(f"{plural(len(siblings), 'tensor')} of repeated modules got no gradient while their siblings "
                          f"did (experts no token was routed to?): try trials=4 or a larger batch, or allow them")
@@ -434,6 +438,17 @@ def _common_prefixes(names: List[str], all_names: List[str]) -> List[str]:
         else:
             out.append(n)
     return out
+
+
+def _paste(targets: List[str], eligible: Set[str], report: ParameterUpdateReport) -> str:
+    """The whole list to paste, never cut: collapsed to the highest pure modules, globs for
+    repeated structure (see ``core.suggestions``)."""
+    from .parameters import user_facing
+    from .suggestions import suggest
+
+    names = [(r.name,) + tuple(r.aliases) + ((user_facing(r.name),) if user_facing(r.name) != r.name else ())
+             for r in report.records]
+    return "[" + ", ".join(repr(e) for e in suggest(targets, eligible | set(targets), names)) + "]"
 
 
 def _list_repr(names: List[str]) -> str:

@@ -8,7 +8,8 @@ called ``fc.parametrizations.weight.original``; they also answer to the user-fac
 
 Selections (``allow_not_updated``, ``expect_frozen``) are resolved here. An entry may be an exact
 name, a glob (``"encoder.*.bias"``), a submodule name (``"cat_branch"`` selects everything below
-it), an ``nn.Module`` object or a Parameter object. An entry that matches nothing is a
+it), an ``nn.Module`` object or a Parameter object. A glob also matches the module names above a
+parameter: ``"*.base_layer"`` selects every PEFT base layer's weight and bias. An entry that matches nothing is a
 ``ValueError``: a typo must not silently allow everything it was meant to allow.
 """
 
@@ -104,6 +105,26 @@ def _entries(selection: Any, argname: str) -> List[Any]:
     return items
 
 
+def entry_matches(entry: str, name: str) -> bool:
+    """Whether a string selection entry selects the parameter called ``name``.
+
+    An exact name; a dotted prefix (a submodule: ``"encoder"`` or ``"encoder."``); or a glob
+    (``fnmatch`` on dotted names, ``*`` may span dots) matching the name or the name of a module
+    above it, so ``"*.base_layer"`` selects ``layers.0.q_proj.base_layer.weight`` and
+    ``"mlp.experts.*.w2"`` selects every expert's ``w2``.
+
+        >>> entry_matches("*.base_layer", "q_proj.base_layer.weight"), entry_matches("fc", "fc2.weight")
+        (True, False)
+    """
+    if name == entry:
+        return True
+    if any(ch in entry for ch in "*?["):
+        parts = name.split(".")
+        return any(fnmatch.fnmatchcase(".".join(parts[:k]), entry) for k in range(1, len(parts) + 1))
+    prefix = entry.rstrip(".")
+    return bool(prefix) and name.startswith(prefix + ".")
+
+
 def describe_entry(entry: Any) -> str:
     if isinstance(entry, str):
         return repr(entry)
@@ -145,9 +166,7 @@ def resolve_selection(
                 item = item.rstrip(".")  # "backbone." names the submodule, as a prefix would
             for e in table:
                 for n in e.all_names:
-                    if n == item or (is_glob and fnmatch.fnmatchcase(n, item)) or (
-                        item in submodules and n.startswith(item + ".")
-                    ):
+                    if entry_matches(item, n) or (item in submodules and n.startswith(item + ".")):
                         hits.add(e.name)
                         break
         if not hits:
