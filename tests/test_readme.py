@@ -5,7 +5,8 @@ Conventions (README.rst):
 
 * Every ``.. code-block:: python`` block is run, each in a fresh namespace, unless the line
   before it is the rst comment ``.. skip-test: <why>`` (a fragment that needs the reader's own
-  model or launcher). ``unittest.TestCase`` classes a block defines are run too and must pass.
+  model or launcher). ``unittest.TestCase`` classes a block defines are run too and must pass, and
+  so are the pytest-style ``test*`` functions it defines (the pytest section), called directly.
 * A quoted failure message is a paragraph of a literal block (``.. code-block:: text`` or
   ``::``) whose first line starts with ``AssertionError: ``; its more indented lines follow it.
   A line that is only ``...`` stands for any number of lines of the real message (zero or more);
@@ -147,17 +148,25 @@ class ReadmeCodeBlocks(unittest.TestCase):
         blocks = literal_blocks(read_readme(), python=True)
         run = [b for b in blocks if not b[1]]
         self.assertGreaterEqual(len(run), 2, "README.rst lost its runnable examples")
+        ran_functions = []
         for line, _, body in run:
             with self.subTest(line=line):
                 namespace = {"__name__": "readme_block"}
                 exec(compile("\n".join(body), f"README.rst:{line}", "exec"), namespace)
                 cases = [v for v in namespace.values() if isinstance(v, type) and issubclass(v, unittest.TestCase)
                          and v.__module__ == "readme_block"]
+                # pytest-style test functions a block defines (the pytest section) are called too
+                functions = [v for k, v in namespace.items() if k.startswith("test") and callable(v)
+                             and not isinstance(v, type) and getattr(v, "__module__", None) == "readme_block"]
+                for fn in functions:
+                    fn()
+                ran_functions.extend(f"README.rst:{line}:{fn.__name__}" for fn in functions)
                 for case in cases:
                     result = unittest.TestResult()
                     unittest.defaultTestLoader.loadTestsFromTestCase(case).run(result)
                     self.assertTrue(result.testsRun > 0 and result.wasSuccessful(),
                                     f"README.rst:{line}: {case.__name__}: {result.failures + result.errors}")
+        self.assertGreaterEqual(len(ran_functions), 2, "the pytest section's test functions did not run")
 
     def test_skipped_blocks_say_why(self):
         lines = read_readme()
