@@ -128,6 +128,29 @@ class Broken(ModelTestCase):
 
         self.assertParameterCount(Stack(), total=2 * 72 + 27)
 
+    def test_negative_loss_by_rounding(self):
+        self.assertLossScalarNonNegative(torch.tensor(-2.5e-09))  # a KL divergence a rounding below zero
+
+    def test_non_finite(self):
+        value = torch.zeros(4, 3)
+        value[:3] = float("nan")  # a log(0) * 0 in three rows
+        self.assertAllFinite(value)
+
+    def test_output_range(self):
+        model = nn.Sequential(nn.Linear(8, 3), nn.Sigmoid())  # probabilities, but checked against [0, 0.5]
+        self.assertOutputRange(model, self.x, low=0, high=0.5)
+
+    def test_input_ignored(self):
+        class IgnoresMask(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = nn.Linear(5, 2)
+
+            def forward(self, x, mask):
+                return self.fc(x)  # the mask is never read
+
+        self.assertInputsUsed(IgnoresMask(), (torch.randn(4, 5), torch.randn(4, 5)))
+
 
 def main() -> None:
     suite = unittest.defaultTestLoader.loadTestsFromTestCase(Broken)

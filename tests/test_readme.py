@@ -33,10 +33,7 @@ NOT_REPRODUCED = {
     "AssertionError: Parameter update check failed: buffers of frozen module(s) changed during a train-mode forward "
     "(backbone.bn (BatchNorm1d): running_mean, running_var, num_batches_tracked): a frozen module left in train "
     "mode still updates its running statistics; keep it in eval mode after model.train(): model.backbone.eval()",
-    "AssertionError: Loss -2.5e-09 is negative",
     "AssertionError: Outputs differ between two eval-mode passes on the same inputs in 1 / 1 (100.0%) tensors",
-    "AssertionError: Non-finite values in 1 / 1 (100.0%) tensors",
-    "AssertionError: Values outside [0, 0.5] in 1 / 1 (100.0%) tensors",
     "AssertionError: Loss did not fall enough on one batch: 0.0234 -> 0.0234 in 30 steps (0.0% decrease, expected >= 50%)",
     "AssertionError: Outputs differ after a state_dict save/load round trip in 1 / 1 (100.0%) tensors",
     "AssertionError: Not causal: output t=0 <- input t=1 (a later input changes an earlier output)",
@@ -45,7 +42,6 @@ NOT_REPRODUCED = {
     "AssertionError: A sample run alone differs from its row of the batch: 4 mismatches over 4 samples of a batch of 5",
     "AssertionError: Backward does not match finite differences for 1 / 2 (50.0%) inputs/parameters (float64 copy, "
     "|analytical - numerical| <= 1e-05 + 0.001 * |numerical|)",
-    "AssertionError: Inputs that do not influence the output: 1 / 2 (50.0%)",
     "AssertionError: Loss at initialisation 28 is far above ln(10) = 2.3 (allowed +-25%)",
     "AssertionError: Batch values out of bounds: 5 findings in 5 batches read",
     "AssertionError: Labels do not cover the expected classes: 1 / 10 (10.0%) expected classes never seen",
