@@ -182,6 +182,11 @@ class Broken(ModelTestCase):
             model[0].weight.mul_(40.0)  # an init scaled far too large: confident, wrong logits
         self.assertInitialLoss(model, self.x, torch.randint(0, 10, (4,)))
 
+    def test_labels_cover(self):
+        labels = torch.tensor([c for c in range(10) if c != 3] * 4 + [4] * 4)  # class 3 filtered out upstream
+        loader = DataLoader(TensorDataset(torch.zeros(40, 2), labels), batch_size=8)
+        self.assertLabelsCover(loader, 10)
+
 
 def main() -> None:
     suite = unittest.defaultTestLoader.loadTestsFromTestCase(Broken)
