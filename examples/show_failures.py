@@ -128,6 +128,65 @@ class Broken(ModelTestCase):
 
         self.assertParameterCount(Stack(), total=2 * 72 + 27)
 
+    def test_negative_loss_by_rounding(self):
+        self.assertLossScalarNonNegative(torch.tensor(-2.5e-09))  # a KL divergence a rounding below zero
+
+    def test_non_finite(self):
+        value = torch.zeros(4, 3)
+        value[:3] = float("nan")  # a log(0) * 0 in three rows
+        self.assertAllFinite(value)
+
+    def test_output_range(self):
+        model = nn.Sequential(nn.Linear(8, 3), nn.Sigmoid())  # probabilities, but checked against [0, 0.5]
+        self.assertOutputRange(model, self.x, low=0, high=0.5)
+
+    def test_input_ignored(self):
+        class IgnoresMask(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = nn.Linear(5, 2)
+
+            def forward(self, x, mask):
+                return self.fc(x)  # the mask is never read
+
+        self.assertInputsUsed(IgnoresMask(), (torch.randn(4, 5), torch.randn(4, 5)))
+
+    def test_not_causal(self):
+        class MixesTime(nn.Module):  # a Linear over the time axis: every step sees the future
+            def __init__(self):
+                super().__init__()
+                self.fc = nn.Linear(8, 8)
+
+            def forward(self, x):  # (B, T=8, C)
+                return self.fc(x.transpose(1, 2)).transpose(1, 2)
+
+        self.assertCausal(MixesTime(), torch.randn(2, 8, 3))
+
+    def test_state_dict_round_trip(self):
+        class Scaled(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = nn.Linear(8, 3)
+                self.scale = torch.ones(2)  # a plain attribute: the state dict does not carry it
+
+            def forward(self, x):
+                return self.fc(x)[:2] * self.scale[:, None]
+
+        model = Scaled()
+        model.scale.mul_(3.0)  # "calibrated" after construction, lost on reload
+        self.assertStateDictRoundTrip(model, self.x, model_factory=Scaled)
+
+    def test_initial_loss(self):
+        model = nn.Sequential(nn.Linear(8, 10))
+        with torch.no_grad():
+            model[0].weight.mul_(40.0)  # an init scaled far too large: confident, wrong logits
+        self.assertInitialLoss(model, self.x, torch.randint(0, 10, (4,)))
+
+    def test_labels_cover(self):
+        labels = torch.tensor([c for c in range(10) if c != 3] * 4 + [4] * 4)  # class 3 filtered out upstream
+        loader = DataLoader(TensorDataset(torch.zeros(40, 2), labels), batch_size=8)
+        self.assertLabelsCover(loader, 10)
+
 
 def main() -> None:
     suite = unittest.defaultTestLoader.loadTestsFromTestCase(Broken)

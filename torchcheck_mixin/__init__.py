@@ -81,6 +81,17 @@ __version__ = "0.1.0"
 # tests/test_functions_pytest.py checks that __all__ and the mixin agree.
 globals().update(_functions.FUNCTIONS)
 
+# Every public check_* goes through the same boundary as the assertions (core/boundary.py): a misuse
+# error (TypeError/ValueError naming an argument) ends at the caller's line, not deep in the engine.
+# Done here, by name, so that a check added later is wrapped with no edit; the engine modules keep
+# the unwrapped functions for the assertion layer, which has its own boundary.
+from .core.boundary import public as _public
+
+globals().update({_name: _public(_fn) for _name, _fn in list(globals().items())
+                  if _name.startswith("check_") and callable(_fn)
+                  and not getattr(_fn, "__torchcheck_boundary__", False)})
+del _public
+
 __all__ = [
     "ANY",
     "ModelAssertionsMixin",

@@ -662,6 +662,16 @@ explained("describe_parameter_count")(ParameterCountResult)
 explained("describe_update")(ParameterUpdateReport)
 explained("describe_overfit")(OverfitResult)
 explained(lambda r: f"describe_{r.check}")(ValueCheckResult)
+explained("describe_causal")(CausalityResult)
+explained("describe_mask_invariant")(MaskInvariantResult)
+explained("describe_single_sample")(SingleSampleResult)
+explained("describe_gradcheck")(GradcheckResult)
+explained("describe_inputs_used")(InputsUsedResult)
+explained("describe_initial_loss")(InitialLossResult)
+explained("describe_batch_values")(BatchValuesResult)
+explained("describe_labels_cover")(LabelCoverageResult)
+explained("describe_equivalence")(EquivalenceResult)  # accumulation, resume, compile, precision, autocast
+explained("describe_moves")(MoveResult)
 
 
 def _update_repr_extra(self: ParameterUpdateReport) -> str:
