@@ -22,6 +22,10 @@ functions).
 Cost: one eager and one compiled forward+backward plus the compilation (inductor on CPU: seconds
 to tens of seconds for a first compile); ``explain`` traces once more; each dynamic input one
 forward of each.
+
+Bounded cost, measured (benchmarks/equivalence_cost.py, 5-layer MLP, ``backend="aot_eager"``, one
+thread, shared machine): 205 ms against 190 ms for a bare compile and one compiled step (1.1x: the
+compile dominates).
 """
 
 from typing import Any, Callable, List, Optional, Sequence
