@@ -7,6 +7,7 @@ the messages quoted in README.rst are this output, and tests/test_readme.py chec
 """
 
 import unittest
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -61,6 +62,61 @@ class DetachedEncoder(nn.Module):
 
     def forward(self, x):
         return self.b(torch.relu(self.a(x)).detach())
+
+
+class SoftmaxHead(nn.Module):
+    """A hand-written softmax: exp overflows in float16 for logits above ~11."""
+
+    def __init__(self):
+        super().__init__()
+        self.l = nn.Linear(8, 6)
+        with torch.no_grad():
+            self.l.weight.mul_(20)
+
+    def forward(self, x):
+        e = self.l(x).exp()
+        return e / e.sum(-1, keepdim=True)
+
+
+class HiddenCast(nn.Module):
+    """A ``.half()`` hidden between two layers."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(8, 8), nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.b(self.a(x).half().float())
+
+
+class Branchy(nn.Module):
+    """A Python branch on a tensor value: a graph break under torch.compile."""
+
+    def __init__(self):
+        super().__init__()
+        self.l = nn.Linear(8, 8)
+
+    def forward(self, x):
+        h = self.l(x)
+        if h.sum() > 0:
+            h = h * 2
+        return h
+
+
+class PlainMask(nn.Module):
+    """A tensor in a plain attribute: ``model.to()`` never moves it."""
+
+    def __init__(self):
+        super().__init__()
+        self.l = nn.Linear(3, 3)
+        self.mask = torch.ones(3)
+
+    def forward(self, x):
+        return self.l(x) * self.mask
+
+
+def _mlp():
+    return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
 
 
 class Broken(ModelTestCase):
@@ -186,6 +242,45 @@ class Broken(ModelTestCase):
         labels = torch.tensor([c for c in range(10) if c != 3] * 4 + [4] * 4)  # class 3 filtered out upstream
         loader = DataLoader(TensorDataset(torch.zeros(40, 2), labels), batch_size=8)
         self.assertLabelsCover(loader, 10)
+
+
+    def test_accumulation_zero_grad_inside(self):
+        def step(model, micro_batches):
+            for x, y in micro_batches:
+                model.zero_grad()  # inside the accumulation loop
+                (F.mse_loss(model(x), y) / len(micro_batches)).backward()
+        self.assertAccumulationEquivalent(_mlp(), torch.randn(8, 4), torch.randn(8, 2), step_fn=step)
+
+    def test_resume_scheduler_not_saved(self):
+        batches = [(torch.randn(8, 4), torch.randn(8, 2)) for _ in range(4)]
+
+        def save(model, opt, sched, scaler):
+            return {"model": {k: v.clone() for k, v in model.state_dict().items()}, "opt": opt.state_dict()}
+
+        def load(ckpt, model, opt, sched, scaler):  # the scheduler is neither saved nor loaded
+            model.load_state_dict(ckpt["model"])
+            opt.load_state_dict(ckpt["opt"])
+
+        def mlp():
+            torch.manual_seed(0)
+            return _mlp()
+        self.assertResumeEquivalent(mlp, lambda m: torch.optim.Adam(m.parameters(), lr=1e-2), batches,
+                                    scheduler_factory=lambda o: torch.optim.lr_scheduler.StepLR(o, 3, gamma=0.1),
+                                    save_fn=save, load_fn=load)
+
+    def test_compile_graph_break(self):
+        with warnings.catch_warnings():  # torch.compile's own deprecated torch.jit.script_method use
+            warnings.filterwarnings("ignore", message=".*script_method.*", category=DeprecationWarning)
+            self.assertCompileParity(Branchy(), torch.randn(4, 8), backend="aot_eager", check_graph_breaks=True)
+
+    def test_autocast_float16_overflow(self):
+        self.assertAutocastParity(SoftmaxHead(), torch.randn(4, 8), dtype=torch.float16)
+
+    def test_precision_hidden_half(self):
+        self.assertPrecisionParity(HiddenCast(), torch.randn(4, 8))
+
+    def test_moves_plain_attribute(self):
+        self.assertMovesWithModel(PlainMask())
 
 
 def main() -> None:

@@ -106,6 +106,46 @@ class Counter(nn.Module):
         return self.l(x) * self.calls
 
 
+class BatchCentre(nn.Module):
+    def forward(self, h):
+        return h - h.mean(0, keepdim=True)  # statistics of the batch it sees: differs per micro-batch
+
+
+class BatchSummedGrad(torch.autograd.Function):
+    """Identity forward; a backward that multiplies by the batch size (meant to normalise by it)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * g.shape[0]
+
+
+class SequenceModel(nn.Module):
+    """Token and positional embeddings (3-d outputs; the positional one the same in every
+    micro-batch), then a mixing layer, an optional bug after the embeddings, and a head."""
+
+    def __init__(self, bug=None):
+        super().__init__()
+        torch.manual_seed(0)
+        self.tok, self.pos = nn.Embedding(10, 8), nn.Embedding(6, 8)
+        self.mix, self.head = nn.Linear(8, 8), nn.Linear(8, 3)
+        self.centre = BatchCentre() if bug == "centre" else nn.Identity()
+        self.bug = bug
+
+    def forward(self, t):
+        h = self.mix(self.tok(t) + self.pos(torch.arange(t.shape[1])))
+        if self.bug == "backward":
+            h = BatchSummedGrad.apply(h)
+        return self.head(self.centre(h)).mean(1)
+
+
+TOKENS = torch.randint(0, 10, (8, 6), generator=torch.Generator().manual_seed(0))
+LABELS = torch.randint(0, 3, (8,), generator=torch.Generator().manual_seed(1))
+
+
 BATCHES = [(torch.randn(8, 4, generator=torch.Generator().manual_seed(i)),
             torch.randn(8, 2, generator=torch.Generator().manual_seed(100 + i))) for i in range(4)]
 
@@ -168,7 +208,7 @@ class TestAccumulation(EquivalenceCase):
         m = mlp()
         self.fails(m, lambda: self.assertAccumulationEquivalent(m, X, Y, step_fn=accumulate(summed=True)),
                    "8x the full batch's, in every parameter", "reduction='sum'",
-                   "first divergence: 0 (Linear)")
+                   "first divergence: 2 (Linear)")  # the scaling enters at the loss: backward order
         summed = lambda out, y: F.mse_loss(out, y, reduction="sum")  # noqa: E731
         self.fails(m, lambda: self.assertAccumulationEquivalent(m, X, Y, loss_fn=summed),
                    "1/2 of the full batch's", "reduction='sum'")
@@ -202,6 +242,25 @@ class TestAccumulation(EquivalenceCase):
         target = torch.randint(0, 3, (6,), generator=torch.Generator().manual_seed(2))
         self.passes(m, lambda: self.assertAccumulationEquivalent(m, tokens, target, micro_batches=2,
                                                                  loss_fn=nn.functional.cross_entropy))
+
+    def test_divergence_after_an_embedding_is_named_there(self):
+        # The localiser used to flatten only the micro-batch side of a 3-d output, so every
+        # sequence model "diverged" by inf at its first module, the token embedding.
+        bad = SequenceModel("centre")
+        text = self.fails(bad, lambda: self.assertAccumulationEquivalent(bad, TOKENS, LABELS, loss_fn=F.cross_entropy),
+                          "first divergence: centre (BatchCentre), output by 0.368")
+        self.assertNotIn("tok (Embedding)", text)
+        # pos's gradient cancels to ~1e-9 under the centring: rounding noise, not a mismatch line
+        self.assertNotIn("pos.weight", text)
+        good = SequenceModel()
+        self.passes(good, lambda: self.assertAccumulationEquivalent(good, TOKENS, LABELS, loss_fn=F.cross_entropy))
+
+    def test_backward_only_divergence_is_named_where_it_enters(self):
+        # every output agrees; the gradient goes wrong in mix's output and flows to mix, pos, tok
+        bad = SequenceModel("backward")
+        text = self.fails(bad, lambda: self.assertAccumulationEquivalent(bad, TOKENS, LABELS, loss_fn=F.cross_entropy),
+                          "first divergence: mix (Linear), gradient of")
+        self.assertNotIn("head.weight", text)  # after the bug: agrees
 
     def test_misuse(self):
         m = mlp()

@@ -22,6 +22,10 @@ expected, not a bug; ``batchnorm="eval"`` checks the rest).
 
 Cost: one full-batch forward+backward plus ``micro_batches`` micro-batch forwards+backwards (about
 2x one training step); on failure, up to two more of each for the diagnosis.
+
+Bounded cost, measured (benchmarks/equivalence_cost.py, 5-layer MLP, batch 32, k=2, one thread,
+shared machine): 9.1 ms against 3.0 ms for the k micro-batch steps plus one full-batch step it
+repeats (3.1x: two deep copies and the traces).
 """
 
 import dataclasses

@@ -8,6 +8,9 @@ every tensor (for a device move) still in the old dtype or on the old device, wi
 path, and suggests ``register_buffer``.
 
 Cost: one deep copy of the model and a walk of every module's attributes; no forward pass.
+
+Bounded cost, measured (benchmarks/equivalence_cost.py, one thread, shared machine): 1.6 ms against
+1.4 ms for a deep copy and ``.to(torch.float64)`` (1.1x).
 """
 
 from collections.abc import Mapping

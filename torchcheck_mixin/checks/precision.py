@@ -18,6 +18,10 @@ unstable arithmetic.
 Both name the first module (hooks on both copies) whose output or gradient diverges.
 Cost: autocast, two forwards and one autocast forward+backward; precision, two forwards+backwards
 (one in float64, about 2x to 4x slower on CPU than float32).
+
+Bounded cost, measured (benchmarks/equivalence_cost.py, 5-layer MLP, batch 32, one thread, shared
+machine): autocast 5.5 ms against 3.0 ms for one float32 and one autocast step (1.8x); precision
+5.7 ms against 3.0 ms for one float32 and one float64 step (1.9x).
 """
 
 from typing import Any, Callable, List, Optional

@@ -20,6 +20,9 @@ rates, scaler scale, every buffer (a non-persistent buffer is not in ``state_dic
 
 Both runs start from the same seed; the user's torch, numpy and Python RNGs are restored after.
 Cost: ``2 * steps_before + 2 * steps_after`` training steps and one in-memory checkpoint.
+
+Bounded cost, measured (benchmarks/equivalence_cost.py, 5-layer MLP, n=m=2, one thread, shared
+machine): 29 ms against 8.0 ms for the n+m optimizer steps it repeats twice (3.6x).
 """
 
 import io

@@ -4,11 +4,14 @@ equivalence check: accumulation, resume, compile, autocast, precision).
 ``trace(model, run)`` registers forward hooks on every submodule of ``model`` (a private copy:
 the hooks are removed before it returns), calls ``run()``, and records, in execution order, each
 module's first floating output (detached, float64, on CPU) and afterwards each module's own
-parameter gradients. ``first_divergence(a, b, rtol, atol)`` walks trace ``a`` in execution order
-and returns the first module whose output (then, if all outputs agree, whose gradient) differs
-from trace ``b`` beyond ``atol + rtol * max|reference|``, with a hint of what usually causes a
-divergence in that kind of module. A module called several times (micro-batches) has its outputs
-concatenated along dim 0 when the two traces called it a different number of times.
+parameter gradients. ``first_divergence(a, b, rtol, atol)`` returns the first module of trace
+``a``'s forward execution order whose output differs from trace ``b`` beyond ``atol + rtol *
+max|reference|``, or, where every output agrees, the first in backward order whose gradient does
+(a gradient's scale is at least 1% of the largest gradient's: see ``_FLOOR``), with a hint of what
+usually causes a divergence in that kind of module. A module called a different number of times in
+the two traces (once for the full batch, once per micro-batch) has its calls joined along the dim
+that reproduces the other trace's shape, or, when every call has the same shape (a positional
+embedding of ``arange(T)``), each call compared with the other trace's.
 
 Cost: one extra host copy of each module output of the traced runs (the traces are small models
 in unit tests); no extra forward or backward pass.
@@ -126,17 +129,47 @@ def trace(model: nn.Module, run: Callable[[], Any], *, grads: bool = True, raisi
     return Trace(order, types, hints, outputs, gradients, dtypes, error, in_dtypes, called)
 
 
-def _joined(ts: List[torch.Tensor]) -> Optional[torch.Tensor]:
-    if len(ts) == 1:
-        return ts[0]
-    try:
-        return torch.cat([t.reshape(t.shape[0], -1) if t.dim() else t.reshape(1, 1) for t in ts])
-    except RuntimeError:
-        return None
+def _pairs(ra: List[torch.Tensor], rb: List[torch.Tensor]) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+    """What to compare when a module ran a different number of times in the two traces (one
+    full-batch call against one call per micro-batch).
+
+    The calls of the side that ran more often are concatenated along the first dim where that
+    gives the other side's shape exactly (the batch dim is usually dim 0, a sequence-first layer
+    has it later). An output the same shape in every call (a positional embedding looked up with
+    ``arange(T)``, a mask built from sizes) does not depend on the batch: each call is compared
+    with the other side's. Anything else cannot be lined up and is not evidence of a divergence.
+    (An earlier version flattened only the concatenated side, so every output of more than two
+    dims "diverged" by inf at the first such module: the token embedding of a sequence model.)
+    """
+    if len(ra) == len(rb):
+        return list(zip(ra, rb))
+    flip = len(ra) > len(rb)
+    few, many = (rb, ra) if flip else (ra, rb)
+    out: List[Tuple[torch.Tensor, torch.Tensor]] = []
+    if len(few) == 1:
+        ref = few[0]
+        if ref.dim() and all(t.shape == ref.shape for t in many):
+            out = [(ref, t) for t in many]
+        elif ref.dim() and all(t.dim() == ref.dim() for t in many):
+            for d in range(ref.dim()):
+                if all(t.shape[:d] + t.shape[d + 1:] == ref.shape[:d] + ref.shape[d + 1:] for t in many) \
+                        and sum(t.shape[d] for t in many) == ref.shape[d]:
+                    out = [(ref, torch.cat(many, d))]
+                    break
+    elif all(t.dim() for t in few + many):
+        try:
+            jf, jm = torch.cat(few), torch.cat(many)
+        except RuntimeError:
+            return []
+        if jf.shape == jm.shape:
+            out = [(jf, jm)]
+    return [(b, a) for a, b in out] if flip else out
 
 
-def excess(ref: torch.Tensor, other: torch.Tensor, rtol: float, atol: float) -> Tuple[bool, float, float]:
-    """(diverges, max |diff|, scale): diff beyond ``atol + rtol * max|ref|``, NaN/inf where the other is finite."""
+def excess(ref: torch.Tensor, other: torch.Tensor, rtol: float, atol: float,
+           floor: float = 0.0) -> Tuple[bool, float, float]:
+    """(diverges, max |diff|, scale): diff beyond ``atol + rtol * max(max|ref|, floor)``, NaN/inf where
+    the other is finite. ``floor``: see ``_FLOOR``."""
     if ref.shape != other.shape:
         return True, float("inf"), 0.0
     if ref.numel() == 0:
@@ -147,32 +180,50 @@ def excess(ref: torch.Tensor, other: torch.Tensor, rtol: float, atol: float) -> 
         return True, float("inf"), scale
     diff = (ref - other).abs()[finite_ref]
     delta = float(diff.max()) if diff.numel() else 0.0
-    return delta > atol + rtol * scale, delta, scale
+    return delta > atol + rtol * max(scale, floor), delta, scale
+
+
+# A gradient that cancels to nearly zero (an embedding row whose scatter-add sums terms of both
+# signs, a positional table under a batch-centring layer) still carries the rounding of terms as
+# large as the other gradients; measured against its own tiny maximum, reordering the sum (micro-
+# batches, another kernel) looks like a divergence. Each tensor's scale is therefore taken as at
+# least this fraction of the largest scale among the tensors compared together: a real bug (a
+# factor, a missing term) moves the large gradients too and is still found there.
+_FLOOR = 1e-2
+
+
+def _floor(tensors: List[torch.Tensor]) -> float:
+    scales = [float(t[torch.isfinite(t)].abs().max()) for t in tensors if t.numel() and torch.isfinite(t).any()]
+    return _FLOOR * max(scales) if scales else 0.0
 
 
 def first_divergence(a: Trace, b: Trace, rtol: float, atol: float) -> Optional[Divergence]:
-    """The first module of ``a``'s execution order whose output, then gradient, diverges from ``b``."""
+    """The module where the two runs part ways: the first of ``a``'s forward execution order whose
+    output diverges from ``b``; if every output agrees, the first in backward order (the reverse of
+    the forward order) whose gradient diverges.
+
+    Backward order because a divergence that enters in backward (a loss scaled differently, a
+    backward hook, a custom autograd function) flows from there to every module before it: in
+    forward order the first module of the model, typically the token embedding, would always be
+    named instead of the module where it entered.
+    """
     for name in a.order:
         if name not in b.outputs:
             continue
-        ra, rb = a.outputs[name], b.outputs[name]
-        if len(ra) == len(rb):
-            pairs = list(zip(ra, rb))
-        else:
-            ja, jb = _joined(ra), _joined(rb)
-            pairs = [(ja, jb)] if ja is not None and jb is not None else []
+        pairs = _pairs(a.outputs[name], b.outputs[name])
         for ta, tb in pairs:
             bad, delta, scale = excess(ta, tb, rtol, atol)
             if bad:
                 return Divergence(name, a.types.get(name, "?"), "output", delta, scale, a.hints.get(name, ""))
-    for name in a.order + [n for n in a.grads if n not in a.order]:
+    floor = _floor([t for g in a.grads.values() for t in g.values()])
+    for name in [n for n in a.grads if n not in a.order] + a.order[::-1]:
         ga, gb = a.grads.get(name, {}), b.grads.get(name, {})
         for pn, ta in ga.items():
             tb = gb.get(pn)
             if tb is None:
                 return Divergence(name, a.types.get(name, "?"), f"gradient of {pn} (missing in the other run)",
                                   float("inf"), 0.0, a.hints.get(name, ""))
-            bad, delta, scale = excess(ta, tb, rtol, atol)
+            bad, delta, scale = excess(ta, tb, rtol, atol, floor)
             if bad:
                 return Divergence(name, a.types.get(name, "?"), f"gradient of {pn}", delta, scale, a.hints.get(name, ""))
     return None
@@ -191,15 +242,20 @@ def compare_tensors(named_ref: List[Tuple[str, torch.Tensor]], named_other: Dict
                     rtol: Optional[float], atol: float) -> Tuple[int, List[str]]:
     """Per-tensor comparison: (how many compared, evidence lines for those beyond tolerance)."""
     lines = []
+    floors: Dict[torch.dtype, float] = {}
+    for dtype in {ref.dtype for _, ref in named_ref}:
+        floors[dtype] = _floor([ref.detach().double().cpu() for _, ref in named_ref if ref.dtype == dtype])
     for name, ref in named_ref:
         other = named_other.get(name)
         if other is None:
             lines.append(f"{name}: missing in the second run")
             continue
         tol = default_rtol(ref.dtype) if rtol is None else rtol
-        bad, delta, scale = excess(ref.detach().double().cpu(), other.detach().double().cpu(), tol, atol)
+        floor = floors[ref.dtype]
+        bad, delta, scale = excess(ref.detach().double().cpu(), other.detach().double().cpu(), tol, atol, floor)
         if bad:
-            lines.append(f"{name}: max |diff| {delta:.3g} (max |reference| {scale:.3g}, allowed {atol + tol * scale:.3g})")
+            lines.append(f"{name}: max |diff| {delta:.3g} (max |reference| {scale:.3g}, "
+                         f"allowed {atol + tol * max(scale, floor):.3g})")
     return len(named_ref), lines
 
 
