@@ -10,6 +10,8 @@ Inputs convention, everywhere a model is run:
 
 Inputs (and targets) are moved to the model's device, recursively; tensors created under
 ``torch.inference_mode()`` are cloned outside it, since autograd cannot save them for backward.
+The model always gets private copies of the user's tensors: a forward that writes into its input
+in place leaves the user's values (and version counters) untouched.
 Wrappers (``torch.compile``'s ``OptimizedModule``, ``DataParallel``,
 ``DistributedDataParallel``) are unwrapped so that names carry no prefix and the check runs
 eagerly on the real module.
@@ -125,13 +127,19 @@ def to_device(value: Any, device: torch.device) -> Any:
         if t.is_meta and device.type != "meta":
             reject_meta([("inputs", t)], f"the inputs or target (a tensor of shape {tuple(t.shape)})",
                         "torch.randn(shape) or your real data on the model's device")
+        user = t
         if t.is_inference():
             with torch.inference_mode(False):
                 t = t.clone()
         if t.device != device:
             t = t.to(device)
         # Detached: a check's backward must not write .grad into the user's inputs or targets.
-        return t.detach()
+        t = t.detach()
+        if not t.is_sparse and t.numel() and t.untyped_storage().data_ptr() == user.untyped_storage().data_ptr():
+            # A private copy: a forward that writes into its input (x.mul_(8)) must not change the
+            # user's tensor, nor its version counter (issue 14). One clone per call, cheap next to forward.
+            t = t.clone()
+        return t
 
     return trees.map_tensors(move, value)
 
