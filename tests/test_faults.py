@@ -132,3 +132,20 @@ class FaultTests(ModelAssertionsMixin, unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class TestOverfitUnderAutocast(unittest.TestCase):
+    """Issue 14: under the caller's bf16 autocast the overfit step reused cached casts (a flat loss)."""
+
+    def test_overfits_under_bf16_autocast_and_leaves_autocast_state(self):
+        from torchcheck_mixin.checks.overfit import check_can_overfit_batch
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.ReLU(), torch.nn.Linear(32, 3))
+        x, y = torch.randn(16, 8), torch.randint(0, 3, (16,))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            result = check_can_overfit_batch(model, x, y)
+            self.assertTrue(torch.is_autocast_enabled("cpu"))
+            self.assertEqual(torch.get_autocast_dtype("cpu"), torch.bfloat16)
+            self.assertTrue(torch.is_autocast_cache_enabled())
+        self.assertTrue(result.passed, result.losses[::10])
+        self.assertFalse(torch.is_autocast_enabled("cpu"))
