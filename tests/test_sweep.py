@@ -131,5 +131,39 @@ class PipelineTest(unittest.TestCase):
         self.assertEqual([c["check"] for c in checks if c.get("invisibility")], [])
 
 
+class Float64OracleTest(unittest.TestCase):
+    """The update oracle's float64 ground truth: an attention key bias (true gradient exactly zero,
+    softmax shift invariance) moves under float32 AdamW by rounding noise, yet is not trained."""
+
+    def _built(self):
+        torch.manual_seed(0)
+
+        class Attention(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.q, self.k, self.v = (torch.nn.Linear(8, 8) for _ in range(3))
+
+            def forward(self, x):
+                w = torch.softmax(self.q(x) @ self.k(x).transpose(-1, -2), dim=-1)
+                return w @ self.v(x)
+
+        return build.Built(Attention(), torch.randn(2, 5, 8))
+
+    def test_key_bias_is_unchanged_in_float64_and_others_move(self):
+        result = oracles.updates(self._built())
+        self.assertFalse(result["passed"])
+        self.assertEqual(result["unchanged"], ["k.bias"])
+
+    def test_threshold_is_what_decides(self):
+        built = self._built()
+        original = oracles.FLOAT64_NOISE
+        try:
+            oracles.FLOAT64_NOISE = 0.0  # no float64 ground truth: AdamW's noise step counts as a move
+            result = oracles.updates(built)
+        finally:
+            oracles.FLOAT64_NOISE = original
+        self.assertNotIn("k.bias", result["unchanged"])
+
+
 if __name__ == "__main__":
     unittest.main()
