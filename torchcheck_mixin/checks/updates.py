@@ -694,12 +694,18 @@ def _retest_zero(module, entries, candidates, inputs, target, loss_fn, seed, dev
         with torch.no_grad():
             values = [v.detach() - RETEST_LR * g.sgn() if g is not None and g.layout == torch.strided else v.detach()
                       for v, g in zip(values, grads)]
+    return at, _nearest_partners(at, names, partners), used_backward
+
+
+def _nearest_partners(at, names, partners):
+    """For each re-tested parameter, the zero-initialised partners closest to it in the module tree
+    (at most 3): what the report names as "downstream of ..."."""
     near = {}
     for i in at:
         if partners:
             best = max(_common_depth(names[i], names[j]) for j in partners)
             near[i] = tuple(names[j] for j in partners if _common_depth(names[i], names[j]) == best)[:3]
-    return at, near, used_backward
+    return near
 
 
 def _optimizer_label(optimizer) -> str:
@@ -778,12 +784,7 @@ def _retest_zero_with_optimizer(module, entries, candidates, optimizer, inputs, 
         for v in values:
             v.grad = None
         del shadows
-    near = {}
-    for i in at:
-        if partners:
-            best = max(_common_depth(names[i], names[j]) for j in partners)
-            near[i] = tuple(names[j] for j in partners if _common_depth(names[i], names[j]) == best)[:3]
-    return at, near, used_backward
+    return at, _nearest_partners(at, names, partners), used_backward
 
 
 def _float64_maxima(module, table, inputs, target, loss_fn, seed, device, guard):
