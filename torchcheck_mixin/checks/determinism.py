@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from ..core import calling
-from ..core.compare import compare_outputs
+from ..core.compare import compare_outputs, reject_empty
 from ..core.results import ValueCheckResult
 from ..core.state import ModelGuard
 
@@ -18,7 +18,8 @@ def check_deterministic(model: nn.Module, inputs: Any, *, seed: int = 0) -> Valu
     """Two eval-mode forward passes on the same inputs give identical outputs.
 
     The RNG is *not* reseeded between the two passes: dropout or ``torch.rand`` left active at
-    inference draws different numbers and shows up as a difference.
+    inference draws different numbers and shows up as a difference. An output whose tensors are
+    all empty (a zero-size batch) is a ``ValueError``: two empty outputs agree about nothing.
     """
     calling.check_module(model)
     calling.check_inputs(inputs)
@@ -28,6 +29,7 @@ def check_deterministic(model: nn.Module, inputs: Any, *, seed: int = 0) -> Valu
     with torch.no_grad(), ModelGuard(module, seed=seed, extra=x):
         module.eval()
         first = calling.call(module, x)
+        reject_empty(first, "the model output")
         second = calling.call(module, x)
     n, findings = compare_outputs(first, second)
     if n == 0:

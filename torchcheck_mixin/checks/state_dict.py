@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from ..core import calling
-from ..core.compare import compare_outputs
+from ..core.compare import compare_outputs, reject_empty
 from ..core.results import Finding, ValueCheckResult
 from ..core.state import ModelGuard, rng_guard
 
@@ -43,7 +43,8 @@ def check_state_dict_round_trip(model: nn.Module, inputs: Any, *, seed: int = 0,
                                 model_factory: Optional[Callable[[], nn.Module]] = None) -> ValueCheckResult:
     """Save the state dict (through ``torch.save``), load it into a rebuilt model, compare outputs.
 
-    See the module docstring for what "rebuilt" means with and without ``model_factory``.
+    See the module docstring for what "rebuilt" means with and without ``model_factory``. An
+    output whose tensors are all empty (a zero-size batch) is a ``ValueError``: nothing to compare.
     """
     calling.check_module(model)
     calling.check_inputs(inputs)
@@ -56,6 +57,7 @@ def check_state_dict_round_trip(model: nn.Module, inputs: Any, *, seed: int = 0,
     with torch.no_grad(), ModelGuard(module, seed=seed, extra=x) as guard:
         module.eval()
         expected = calling.call(module, x)
+        reject_empty(expected, "the model output")
         guard.reseed(seed)
         again = calling.call(module, x)
         n, unstable = compare_outputs(expected, again)

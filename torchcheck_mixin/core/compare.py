@@ -11,6 +11,15 @@ __unittest = True
 __tracebackhide__ = True  # pytest hides this module's frames (it reads f_globals)
 
 
+def reject_empty(value: Any, what: str) -> None:
+    """``ValueError`` when every tensor of ``value`` is empty: a comparison of nothing passes
+    vacuously, so it is refused, like ``check_all_finite`` (README: a check over nothing fails)."""
+    leaves = trees.tensor_leaves(value)
+    if leaves and all(t.numel() == 0 for _, t in leaves):
+        raise ValueError(f"nothing to check: all {len(leaves)} tensor{'s' if len(leaves) != 1 else ''} of {what} "
+                         "are empty (a zero-size batch?): pass inputs whose outputs hold values")
+
+
 def compare_outputs(a: Any, b: Any, rtol: float = 0.0, atol: float = 0.0) -> Tuple[int, List[Finding]]:
     """Leafwise comparison, NaN equal to NaN; exact by default."""
     la, lb = trees.tensor_leaves(a), dict(trees.tensor_leaves(b))
