@@ -164,6 +164,26 @@ class Float64OracleTest(unittest.TestCase):
             oracles.FLOAT64_NOISE = original
         self.assertNotIn("k.bias", result["unchanged"])
 
+    def test_vanishing_gradients_are_genuine(self):
+        # 20 sigmoid layers: the first layers' gradients are ~1e-17 of the last ones' but agree in
+        # float32 and float64, so they are trained, not noise. The output is scaled by 1e12 so
+        # that they are still far above AdamW's eps and really move at step 1; a threshold
+        # relative to the largest gradient (the old rule) would call them unchanged.
+        class Scale(torch.nn.Module):
+            def forward(self, x):
+                return x * 1e12
+
+        torch.manual_seed(0)
+        layers = [m for _ in range(20) for m in (torch.nn.Linear(16, 16), torch.nn.Sigmoid())]
+        model = torch.nn.Sequential(*layers, torch.nn.Linear(16, 1), Scale())
+        built = build.Built(model, torch.randn(8, 16))
+        result = oracles.updates(built)
+        self.assertEqual(result["first_move"]["0.weight"], 1)  # the float64 look applies to it
+        self.assertEqual(result["float64_noise"]["count"], 0, result["float64_noise"])
+        self.assertTrue(result["passed"], result["unchanged"])
+        rel = oracles.float64_gradient(built, ["0.weight", "40.weight"])
+        self.assertLess(rel["0.weight"], 1e-12)  # what the old, relative rule got wrong
+
 
 if __name__ == "__main__":
     unittest.main()
