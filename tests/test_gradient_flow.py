@@ -116,6 +116,12 @@ class GradientFlowText(unittest.TestCase):
 class GradientFlowInFailures(ModelTestCase):
     def test_vanishing_sigmoid_mlp_shows_the_chart(self):
         model = sigmoid_mlp(20)
+        # Its input-side gradients are ~1e-18 of the last layer's but genuine (they agree in
+        # float64): it trains, slowly, and passes.
+        self.assertParametersUpdated(model, X)
+        # When such a model fails for another reason (a parameter forward never uses), the
+        # message shows the chart.
+        model.register_parameter("unused", nn.Parameter(torch.zeros(3)))
         with self.assertRaises(AssertionError) as cm:
             self.assertParametersUpdated(model, X)
         text = str(cm.exception)
