@@ -149,3 +149,32 @@ class TestOverfitUnderAutocast(unittest.TestCase):
             self.assertTrue(torch.is_autocast_cache_enabled())
         self.assertTrue(result.passed, result.losses[::10])
         self.assertFalse(torch.is_autocast_enabled("cpu"))
+
+    def test_every_guarded_check_runs_without_the_cast_cache_and_puts_it_back(self):
+        import torchcheck_mixin as tc
+
+        seen = []
+
+        class Probe(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.l = torch.nn.Linear(8, 3)
+
+            def forward(self, x):
+                seen.append(torch.is_autocast_cache_enabled())
+                return self.l(x)
+
+        torch.manual_seed(0)
+        model, x = Probe(), torch.randn(4, 8)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            for mode in ("gradient", "snapshot"):
+                self.assertTrue(tc.check_parameters_updated(model, x, mode=mode).passed)
+            self.assertTrue(tc.check_deterministic(model, x).passed)
+            self.assertTrue(torch.is_autocast_cache_enabled())
+            model(x)  # the caller's own forward: cache as the caller set it
+        self.assertTrue(seen and not any(seen[:-1]) and seen[-1], seen)
+        # and a failing check puts it back too
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            model.register_parameter("unused", torch.nn.Parameter(torch.zeros(2)))
+            self.assertFalse(tc.check_parameters_updated(model, x).passed)
+            self.assertTrue(torch.is_autocast_cache_enabled())

@@ -132,15 +132,9 @@ def check_can_overfit_batch(model: nn.Module, inputs: Any, target: Any = None, *
         else:
             fit = None
         twin.train()
-        # Under the caller's torch.autocast the casts of the weights are cached until the outermost
-        # autocast block exits: every step would reuse the first step's bf16 weights (a flat loss).
-        # The autocast is honoured, but without the cache, so each step sees the updated weights.
-        cache = torch.is_autocast_cache_enabled()
-        torch.set_autocast_cache_enabled(False)
-        try:
-            _train(twin, x, y, steps, fit, selected, output, loss_fn, gen, opt, step, losses)
-        finally:
-            torch.set_autocast_cache_enabled(cache)
+        # ModelGuard has switched autocast's weight-cast cache off: under the caller's
+        # torch.autocast every step would otherwise reuse step 1's bf16 weights (a flat loss).
+        _train(twin, x, y, steps, fit, selected, output, loss_fn, gen, opt, step, losses)
         problem = losses.pop() if losses and isinstance(losses[-1], str) else ""
 
     host = torch.cat(losses).double().cpu().tolist()  # one transfer for the whole run

@@ -124,6 +124,7 @@ class ModelGuard:
         CHECK_LOCK.acquire()
         self._dicts = []
         self._params = []
+        self._autocast_cache: Optional[bool] = None
         self._swapped: List[Tuple[Dict[str, Any], str, torch.Tensor]] = []
         try:
             return self._save()
@@ -175,6 +176,12 @@ class ModelGuard:
                 self._swapped.append((buffers, name, buf))
                 buffers[name] = clone
         self._clones = clones  # id(user's buffer) -> its private clone
+        # Under the caller's torch.autocast the casts of the weights are cached until the outermost
+        # autocast block exits: a check that steps (overfit, the zero-init re-test) would reuse
+        # step 1's low-precision weights, and its private weights would fill the caller's cache.
+        # Autocast is honoured, without the cache; restore puts the caller's setting back.
+        self._autocast_cache = torch.is_autocast_cache_enabled()
+        torch.set_autocast_cache_enabled(False)
         self._clone_versions = {id(c): c._version for c in clones.values()}
         devices = {t.device.index for t in params if t.is_cuda} | {t.device.index for t in clones.values() if t.is_cuda}
         self._rng = rng_guard(sorted(devices | set(cuda_devices(self.extra))), self.seed)
@@ -221,6 +228,9 @@ class ModelGuard:
                     p.grad = grad
             except BaseException as e:
                 errors.append(e)
+        cache = getattr(self, "_autocast_cache", None)
+        if cache is not None and torch.is_autocast_cache_enabled() != cache:
+            torch.set_autocast_cache_enabled(cache)
         if errors:
             raise errors[0]
 
