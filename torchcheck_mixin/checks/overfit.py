@@ -61,29 +61,6 @@ def _teacher_target_loss(twin: nn.Module, x: Any, gen: torch.Generator,
     return loss
 
 
-def _train(twin, x, y, steps, fit, selected, output, loss_fn, gen, opt, step, losses) -> None:
-    """The training loop of ``check_can_overfit_batch``; a problem is appended to ``losses`` as a str."""
-    for _ in range(steps + 1):
-        out = calling.call(twin, x)
-        own = _dl.own_loss(out) if fit is not None and not selected else None
-        if own is not None:  # a Hugging Face output with labels: the loss the user trains with
-            loss = own
-        elif fit is not None:
-            loss = fit(out)
-        else:
-            loss = compute_loss(out, y, loss_fn, gen)
-        losses.append(loss.detach().reshape(1))
-        if not loss.requires_grad or opt is None:
-            losses.append("the loss does not depend on any trainable parameter (the forward builds no graph)"
-                          if opt is not None else "the model has no trainable parameters")
-            break
-        if len(losses) == steps + 1:
-            break  # the last forward only measures
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        step()
-
-
 def check_can_overfit_batch(model: nn.Module, inputs: Any, target: Any = None, *, steps: int = 50,
                             loss_fn: Optional[Callable] = None, optimizer: Optional[torch.optim.Optimizer] = None,
                             min_decrease: float = 0.5, seed: int = 0, output: Any = None) -> OverfitResult:
@@ -134,9 +111,25 @@ def check_can_overfit_batch(model: nn.Module, inputs: Any, target: Any = None, *
         twin.train()
         # ModelGuard has switched autocast's weight-cast cache off: under the caller's
         # torch.autocast every step would otherwise reuse step 1's bf16 weights (a flat loss).
-        _train(twin, x, y, steps, fit, selected, output, loss_fn, gen, opt, step, losses)
-        problem = losses.pop() if losses and isinstance(losses[-1], str) else ""
-
+        for _ in range(steps + 1):
+            out = calling.call(twin, x)
+            own = _dl.own_loss(out) if fit is not None and not selected else None
+            if own is not None:  # a Hugging Face output with labels: the loss the user trains with
+                loss = own
+            elif fit is not None:
+                loss = fit(out)
+            else:
+                loss = compute_loss(out, y, loss_fn, gen)
+            losses.append(loss.detach().reshape(1))
+            if not loss.requires_grad or opt is None:
+                problem = ("the loss does not depend on any trainable parameter (the forward builds no graph)"
+                           if opt is not None else "the model has no trainable parameters")
+                break
+            if len(losses) == steps + 1:
+                break  # the last forward only measures
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            step()
     host = torch.cat(losses).double().cpu().tolist()  # one transfer for the whole run
     finite = [v for v in host if v == v]
     return OverfitResult(

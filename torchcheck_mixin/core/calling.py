@@ -55,8 +55,9 @@ def _holds_meta(module: nn.Module) -> bool:
     """Whether any parameter or buffer is on the meta device.
 
     Every check calls this, so it walks ``_modules`` / ``_parameters`` / ``_buffers`` directly:
-    ``module.parameters()`` builds a qualified name per tensor and costs ~13 ms on a model with
-    1,000 tensors, this costs under 1 ms.
+    ``module.parameters()`` + ``buffers()`` build a qualified name per tensor: 4.2 ms against
+    1.5 ms on a model of 750 modules and 1,000 tensors (measured, one thread), and every check
+    calls it up to four times.
     """
     stack, seen = [module], set()
     while stack:

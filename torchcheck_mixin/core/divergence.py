@@ -193,7 +193,8 @@ _FLOOR = 1e-2
 
 
 def _floor(tensors: List[torch.Tensor]) -> float:
-    scales = [float(t[torch.isfinite(t)].abs().max()) for t in tensors if t.numel() and torch.isfinite(t).any()]
+    finite = [t[torch.isfinite(t)] for t in tensors]
+    scales = [float(f.abs().max()) for f in finite if f.numel()]
     return _FLOOR * max(scales) if scales else 0.0
 
 
@@ -242,17 +243,17 @@ def compare_tensors(named_ref: List[Tuple[str, torch.Tensor]], named_other: Dict
                     rtol: Optional[float], atol: float) -> Tuple[int, List[str]]:
     """Per-tensor comparison: (how many compared, evidence lines for those beyond tolerance)."""
     lines = []
-    floors: Dict[torch.dtype, float] = {}
-    for dtype in {ref.dtype for _, ref in named_ref}:
-        floors[dtype] = _floor([ref.detach().double().cpu() for _, ref in named_ref if ref.dtype == dtype])
-    for name, ref in named_ref:
+    # Each reference copied to the host once: for the per-dtype floors and for the comparison.
+    refs = [(name, ref.dtype, ref.detach().double().cpu()) for name, ref in named_ref]
+    floors = {dtype: _floor([r for _, d, r in refs if d == dtype]) for dtype in {d for _, d, _ in refs}}
+    for name, dtype, ref in refs:
         other = named_other.get(name)
         if other is None:
             lines.append(f"{name}: missing in the second run")
             continue
-        tol = default_rtol(ref.dtype) if rtol is None else rtol
-        floor = floors[ref.dtype]
-        bad, delta, scale = excess(ref.detach().double().cpu(), other.detach().double().cpu(), tol, atol, floor)
+        tol = default_rtol(dtype) if rtol is None else rtol
+        floor = floors[dtype]
+        bad, delta, scale = excess(ref, other.detach().double().cpu(), tol, atol, floor)
         if bad:
             lines.append(f"{name}: max |diff| {delta:.3g} (max |reference| {scale:.3g}, "
                          f"allowed {atol + tol * max(scale, floor):.3g})")

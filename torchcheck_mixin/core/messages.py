@@ -422,24 +422,6 @@ def _update_hints(report: ParameterUpdateReport, not_updated: Sequence[Parameter
     return lines
 
 
-def _common_prefixes(names: List[str], all_names: List[str]) -> List[str]:
-    """Collapse names to their module where every parameter of it is listed (fc2.weight, fc2.bias -> fc2)."""
-    def module_of(n: str) -> str:
-        return n.rsplit(".", 1)[0] if "." in n else ""
-
-    listed = set(names)
-    out: List[str] = []
-    for n in names:
-        module = module_of(n)
-        members = [m for m in all_names if module_of(m) == module]
-        if module and len(members) > 1 and all(m in listed for m in members):
-            if module not in out:
-                out.append(module)
-        else:
-            out.append(n)
-    return out
-
-
 def _paste(targets: List[str], eligible: Set[str], report: ParameterUpdateReport) -> str:
     """The whole list to paste, never cut: collapsed to the highest pure modules, globs for
     repeated structure (see ``core.suggestions``)."""
@@ -449,12 +431,6 @@ def _paste(targets: List[str], eligible: Set[str], report: ParameterUpdateReport
     names = [(r.name,) + tuple(r.aliases) + ((user_facing(r.name),) if user_facing(r.name) != r.name else ())
              for r in report.records]
     return "[" + ", ".join(repr(e) for e in suggest(targets, eligible | set(targets), names)) + "]"
-
-
-def _list_repr(names: List[str]) -> str:
-    shown = names[:MAX_LISTED]
-    text = "[" + ", ".join(repr(n) for n in shown) + (", ..." if len(names) > MAX_LISTED else "") + "]"
-    return text
 
 
 def _entries_text(entries: Sequence[str]) -> str:

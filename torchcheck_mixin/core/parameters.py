@@ -147,11 +147,9 @@ def resolve_selection(
         return set(), {}
     modules = modules if modules is not None else walk(model)
     module_names = {id(m): n for n, m in modules}
-    submodules = {n for n, _ in modules if n}
     selected: Set[str] = set()
     per_entry: Dict[str, Set[str]] = {}
     for item in items:
-        original = item
         hits: Set[str] = set()
         if isinstance(item, nn.Module):
             ids = {id(p) for p in item.parameters()}
@@ -161,14 +159,9 @@ def resolve_selection(
         elif isinstance(item, torch.Tensor):
             hits = {e.name for e in table if e.param is item}
         else:
-            is_glob = any(ch in item for ch in "*?[")
-            if not is_glob and item.endswith(".") and item.rstrip(".") in submodules:
-                item = item.rstrip(".")  # "backbone." names the submodule, as a prefix would
-            for e in table:
-                for n in e.all_names:
-                    if entry_matches(item, n) or (item in submodules and n.startswith(item + ".")):
-                        hits.add(e.name)
-                        break
+            # entry_matches is the one rule (exact name, submodule prefix with or without the
+            # trailing dot, glob); core/suggestions tests its suggestions with it too.
+            hits = {e.name for e in table if any(entry_matches(item, n) for n in e.all_names)}
         if not hits:
             raise ValueError(
                 f"{argname} entry {describe_entry(item)} matches no parameter of the model; "
@@ -177,6 +170,6 @@ def resolve_selection(
                 if table
                 else f"{argname} entry {describe_entry(item)} matches no parameter: the model has none"
             )
-        per_entry[original if isinstance(original, str) else describe_entry(original)] = hits  # names stay names
+        per_entry[item if isinstance(item, str) else describe_entry(item)] = hits  # names stay names
         selected |= hits
     return selected, per_entry
